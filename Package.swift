@@ -1,0 +1,27 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "KeyBridge",
+    products: [
+        .library(name: "PKCS11", targets: ["PKCS11"]),
+        .library(name: "KeyBridgeProvider", targets: ["KeyBridgeProvider"]),
+        .library(name: "KeyBridgeTLS", targets: ["KeyBridgeTLS"]),
+        .executable(name: "keybridge", targets: ["keybridge"]),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(name: "CKeyBridgeShims", dependencies: ["COpenSSL", "CPKCS11", "CCurl"]),
+        .target(name: "PKCS11", dependencies: ["CPKCS11", "CKeyBridgeShims"]),
+        .target(name: "KeyBridgeProvider", dependencies: ["PKCS11", "COpenSSL", "CKeyBridgeShims"]),
+        .target(name: "KeyBridgeTLS", dependencies: ["PKCS11", "KeyBridgeProvider", "COpenSSL", "CCurl", "CKeyBridgeShims"]),
+        .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "PKCS11"]),
+        .target(name: "KeyBridgeTestSupport", path: "Tests/KeyBridgeTestSupport"),
+        .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KeyBridgeTestSupport"]),
+        .testTarget(name: "KeyBridgeProviderTests", dependencies: ["KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport"]),
+        .testTarget(name: "KeyBridgeTLSTests", dependencies: ["KeyBridgeTLS", "PKCS11", "KeyBridgeTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
