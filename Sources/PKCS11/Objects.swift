@@ -1,0 +1,299 @@
+internal import CPKCS11
+import Foundation
+
+/// A handle to an object on a token. Valid only while the token keeps its sessions.
+public struct ObjectHandle: RawRepresentable, Hashable, Sendable {
+    public let rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+}
+
+/// The object classes KeyBridge looks for.
+public enum ObjectClass: UInt, Sendable {
+    /// `CKO_CERTIFICATE`
+    case certificate = 1
+    /// `CKO_PUBLIC_KEY`
+    case publicKey = 2
+    /// `CKO_PRIVATE_KEY`
+    case privateKey = 3
+
+    init?(_ type: PKCS11URI.ObjectType) {
+        switch type {
+        case .certificate: self = .certificate
+        case .publicKey: self = .publicKey
+        case .privateKey: self = .privateKey
+        default: return nil
+        }
+    }
+}
+
+/// Key types KeyBridge can use.
+public enum KeyType: UInt, Sendable {
+    /// `CKK_RSA`
+    case rsa = 0
+    /// `CKK_EC`
+    case ec = 3
+    /// `CKK_EC_EDWARDS`
+    case ecEdwards = 0x40
+}
+
+/// Attributes that are public by nature. Reading is limited to these, so no code path can ask a
+/// token for `CKA_VALUE` of a key, a private exponent or a prime.
+enum PublicAttribute: UInt {
+    case objectClass = 0x0          // CKA_CLASS
+    case label = 0x3                // CKA_LABEL
+    case keyType = 0x100            // CKA_KEY_TYPE
+    case id = 0x102                 // CKA_ID
+    case sensitive = 0x103          // CKA_SENSITIVE
+    case sign = 0x108               // CKA_SIGN
+    case modulus = 0x120            // CKA_MODULUS
+    case modulusBits = 0x121        // CKA_MODULUS_BITS
+    case publicExponent = 0x122     // CKA_PUBLIC_EXPONENT
+    case extractable = 0x162        // CKA_EXTRACTABLE
+    case neverExtractable = 0x164   // CKA_NEVER_EXTRACTABLE
+    case alwaysAuthenticate = 0x202 // CKA_ALWAYS_AUTHENTICATE
+    case ecParams = 0x180           // CKA_EC_PARAMS
+    case ecPoint = 0x181            // CKA_EC_POINT
+    case allowedMechanisms = 0x40000600 // CKA_ALLOWED_MECHANISMS
+}
+
+extension Token {
+    /// Finds objects of `objectClass` matching the URI's `object` and `id`.
+    public func findObjects(matching uri: PKCS11URI, objectClass: ObjectClass?) throws(PKCS11Error) -> [ObjectHandle] {
+        var template = AttributeTemplate()
+        if let objectClass { template.append(CKA_CLASS, ulong: objectClass.rawValue) }
+        if let label = uri.object { template.append(CKA_LABEL, bytes: Array(label.utf8)) }
+        if let id = uri.id { template.append(CKA_ID, bytes: id) }
+        return try findObjects(template)
+    }
+
+    /// Finds objects of a class with a given `CKA_ID`.
+    public func findObjects(id: [UInt8], objectClass: ObjectClass) throws(PKCS11Error) -> [ObjectHandle] {
+        var template = AttributeTemplate()
+        template.append(CKA_CLASS, ulong: objectClass.rawValue)
+        template.append(CKA_ID, bytes: id)
+        return try findObjects(template)
+    }
+
+    private func findObjects(_ template: AttributeTemplate) throws(PKCS11Error) -> [ObjectHandle] {
+        try withSession { session throws(PKCS11Error) in
+            try template.withAttributes { attributes, count throws(PKCS11Error) in
+                try check(functions.C_FindObjectsInit(session, attributes, count), "C_FindObjectsInit")
+            }
+            defer { _ = functions.C_FindObjectsFinal(session) }
+            var found: [ObjectHandle] = []
+            var batch = [CK_OBJECT_HANDLE](repeating: 0, count: 32)
+            while true {
+                var count: CK_ULONG = 0
+                try check(functions.C_FindObjects(session, &batch, CK_ULONG(batch.count), &count), "C_FindObjects")
+                if count == 0 { break }
+                found += batch.prefix(Int(count)).map { ObjectHandle(rawValue: UInt($0)) }
+            }
+            return found
+        }
+    }
+
+    private var functions: CK_FUNCTION_LIST { module.functions.pointee }
+
+    /// Reads one public attribute; `nil` when the object does not have it.
+    func attribute(_ attribute: PublicAttribute, of object: ObjectHandle) throws(PKCS11Error) -> [UInt8]? {
+        try withSession { session throws(PKCS11Error) in
+            var query = CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(attribute.rawValue), pValue: nil, ulValueLen: 0)
+            let rv = functions.C_GetAttributeValue(session, CK_OBJECT_HANDLE(object.rawValue), &query, 1)
+            if rv == CKR_ATTRIBUTE_TYPE_INVALID || query.ulValueLen == CK_ULONG.max { return nil }
+            try check(rv, "C_GetAttributeValue")
+            var value = [UInt8](repeating: 0, count: Int(query.ulValueLen))
+            let length = query.ulValueLen
+            let second = value.withUnsafeMutableBytes { buffer in
+                query.pValue = buffer.baseAddress
+                query.ulValueLen = length
+                return functions.C_GetAttributeValue(session, CK_OBJECT_HANDLE(object.rawValue), &query, 1)
+            }
+            try check(second, "C_GetAttributeValue")
+            return Array(value.prefix(Int(query.ulValueLen)))
+        }
+    }
+
+    func boolAttribute(_ attribute: PublicAttribute, of object: ObjectHandle) throws(PKCS11Error) -> Bool? {
+        try self.attribute(attribute, of: object).flatMap { $0.first.map { $0 != 0 } }
+    }
+
+    func ulongAttribute(_ attribute: PublicAttribute, of object: ObjectHandle) throws(PKCS11Error) -> UInt? {
+        guard let bytes = try self.attribute(attribute, of: object), bytes.count == MemoryLayout<CK_ULONG>.size else { return nil }
+        return UInt(bytes.withUnsafeBytes { $0.loadUnaligned(as: CK_ULONG.self) })
+    }
+
+    /// The DER of a certificate object. `CKA_VALUE` is read only after `CKA_CLASS` proves the
+    /// object is a certificate, never for a key.
+    public func certificateDER(_ object: ObjectHandle) throws(PKCS11Error) -> [UInt8] {
+        guard try ulongAttribute(.objectClass, of: object) == ObjectClass.certificate.rawValue else {
+            throw PKCS11Error(function: "C_GetAttributeValue", reason: "object is not a certificate; refusing to read its value")
+        }
+        return try withSession { session throws(PKCS11Error) in
+            var query = CK_ATTRIBUTE(type: CK_ATTRIBUTE_TYPE(CKA_VALUE), pValue: nil, ulValueLen: 0)
+            try check(functions.C_GetAttributeValue(session, CK_OBJECT_HANDLE(object.rawValue), &query, 1), "C_GetAttributeValue")
+            var value = [UInt8](repeating: 0, count: Int(query.ulValueLen))
+            let second = value.withUnsafeMutableBytes { buffer in
+                query.pValue = buffer.baseAddress
+                return functions.C_GetAttributeValue(session, CK_OBJECT_HANDLE(object.rawValue), &query, 1)
+            }
+            try check(second, "C_GetAttributeValue")
+            return value
+        }
+    }
+
+    // MARK: Signing
+
+    /// Signs `data` in one `C_Sign` call with the key `object`.
+    public func sign(_ data: [UInt8], with object: ObjectHandle, mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
+        try withSession { session throws(PKCS11Error) in
+            try mechanism.withCMechanism { mechanismPointer throws(PKCS11Error) in
+                try check(functions.C_SignInit(session, mechanismPointer, CK_OBJECT_HANDLE(object.rawValue)),
+                          "C_SignInit", "the token refused to start a \(mechanism) signature with this key")
+                var input = data
+                var length: CK_ULONG = 0
+                try check(functions.C_Sign(session, &input, CK_ULONG(input.count), nil, &length), "C_Sign")
+                var signature = [UInt8](repeating: 0, count: Int(length))
+                try check(functions.C_Sign(session, &input, CK_ULONG(input.count), &signature, &length), "C_Sign")
+                return Array(signature.prefix(Int(length)))
+            }
+        }
+    }
+}
+
+/// A signature mechanism and its parameters.
+public enum SignatureMechanism: Sendable, Hashable, CustomStringConvertible {
+    /// `CKM_RSA_PKCS` over a DER DigestInfo (or raw input).
+    case rsaPKCS1
+    /// `CKM_RSA_PKCS_PSS` over a digest.
+    case rsaPSS(hash: HashAlgorithm, mgf1: HashAlgorithm, saltLength: Int)
+    /// `CKM_ECDSA` over a digest; the token returns raw r||s.
+    case ecdsa
+    /// `CKM_EDDSA` over the whole message.
+    case eddsa
+
+    /// The raw `CKM_` value.
+    public var mechanismType: UInt {
+        switch self {
+        case .rsaPKCS1: return UInt(CKM_RSA_PKCS)
+        case .rsaPSS: return UInt(CKM_RSA_PKCS_PSS)
+        case .ecdsa: return UInt(CKM_ECDSA)
+        case .eddsa: return UInt(CKM_EDDSA)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .rsaPKCS1: return "CKM_RSA_PKCS"
+        case let .rsaPSS(hash, mgf1, salt): return "CKM_RSA_PKCS_PSS(\(hash), MGF1-\(mgf1), salt \(salt))"
+        case .ecdsa: return "CKM_ECDSA"
+        case .eddsa: return "CKM_EDDSA"
+        }
+    }
+
+    func withCMechanism<R>(_ body: (UnsafeMutablePointer<CK_MECHANISM>) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        switch self {
+        case let .rsaPSS(hash, mgf1, saltLength):
+            var parameters = CK_RSA_PKCS_PSS_PARAMS(hashAlg: CK_MECHANISM_TYPE(hash.mechanism),
+                                                    mgf: CK_RSA_PKCS_MGF_TYPE(mgf1.mgf), sLen: CK_ULONG(saltLength))
+            return try withUnsafeMutablePointer(to: &parameters) { parametersPointer throws(PKCS11Error) in
+                var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(mechanismType), pParameter: parametersPointer,
+                                             ulParameterLen: CK_ULONG(MemoryLayout<CK_RSA_PKCS_PSS_PARAMS>.size))
+                return try body(&mechanism)
+            }
+        default:
+            var mechanism = CK_MECHANISM(mechanism: CK_MECHANISM_TYPE(mechanismType), pParameter: nil, ulParameterLen: 0)
+            return try body(&mechanism)
+        }
+    }
+}
+
+/// Hash algorithms used in signature parameters.
+public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case sha1 = "SHA1", sha224 = "SHA224", sha256 = "SHA256", sha384 = "SHA384", sha512 = "SHA512"
+
+    public var description: String { rawValue }
+
+    /// The digest length in bytes.
+    public var length: Int {
+        switch self {
+        case .sha1: return 20
+        case .sha224: return 28
+        case .sha256: return 32
+        case .sha384: return 48
+        case .sha512: return 64
+        }
+    }
+
+    var mechanism: UInt {
+        switch self {
+        case .sha1: return UInt(CKM_SHA_1)
+        case .sha224: return UInt(CKM_SHA224)
+        case .sha256: return UInt(CKM_SHA256)
+        case .sha384: return UInt(CKM_SHA384)
+        case .sha512: return UInt(CKM_SHA512)
+        }
+    }
+
+    var mgf: UInt {
+        switch self {
+        case .sha1: return UInt(CKG_MGF1_SHA1)
+        case .sha224: return UInt(CKG_MGF1_SHA224)
+        case .sha256: return UInt(CKG_MGF1_SHA256)
+        case .sha384: return UInt(CKG_MGF1_SHA384)
+        case .sha512: return UInt(CKG_MGF1_SHA512)
+        }
+    }
+
+    /// The DER prefix of a DigestInfo for this hash (RFC 8017, section 9.2, note 1).
+    public var digestInfoPrefix: [UInt8] {
+        switch self {
+        case .sha1: return [0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14]
+        case .sha224: return [0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c]
+        case .sha256: return [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20]
+        case .sha384: return [0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30]
+        case .sha512: return [0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40]
+        }
+    }
+
+    /// Looks up a hash by an OpenSSL digest name such as "SHA256", "SHA2-256" or "sha-256".
+    public init?(openSSLName name: String) {
+        let normalized = name.uppercased().replacingOccurrences(of: "-", with: "").replacingOccurrences(of: "_", with: "")
+        switch normalized {
+        case "SHA1": self = .sha1
+        case "SHA224", "SHA2224": self = .sha224
+        case "SHA256", "SHA2256": self = .sha256
+        case "SHA384", "SHA2384": self = .sha384
+        case "SHA512", "SHA2512": self = .sha512
+        default: return nil
+        }
+    }
+}
+
+/// A search template whose values live in memory owned by the template for its whole life.
+struct AttributeTemplate {
+    private var entries: [(type: CK_ATTRIBUTE_TYPE, value: [UInt8])] = []
+
+    mutating func append(_ type: UInt, bytes: [UInt8]) {
+        entries.append((CK_ATTRIBUTE_TYPE(type), bytes))
+    }
+
+    mutating func append(_ type: UInt, ulong: UInt) {
+        entries.append((CK_ATTRIBUTE_TYPE(type), withUnsafeBytes(of: CK_ULONG(ulong)) { Array($0) }))
+    }
+
+    func withAttributes<R>(_ body: (UnsafeMutablePointer<CK_ATTRIBUTE>?, CK_ULONG) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entries.reduce(0) { $0 + $1.value.count }), alignment: 16)
+        defer { storage.deallocate() }
+        var attributes: [CK_ATTRIBUTE] = []
+        var offset = 0
+        for entry in entries {
+            let slice = UnsafeMutableRawBufferPointer(rebasing: storage[offset..<(offset + entry.value.count)])
+            slice.copyBytes(from: entry.value)
+            attributes.append(CK_ATTRIBUTE(type: entry.type, pValue: slice.baseAddress, ulValueLen: CK_ULONG(entry.value.count)))
+            offset += entry.value.count
+        }
+        return try attributes.withUnsafeMutableBufferPointer { buffer throws(PKCS11Error) in
+            try body(buffer.baseAddress, CK_ULONG(buffer.count))
+        }
+    }
+}

@@ -1,0 +1,311 @@
+internal import CPKCS11
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A loaded PKCS#11 module (`dlopen` plus `C_GetFunctionList`), initialised with OS locking.
+///
+/// Modules are shared per path inside a process and never finalised: `C_Finalize` at exit can
+/// crash SoftHSM, and other code in the process may still be using the same module.
+public final class PKCS11Module: @unchecked Sendable {
+    // `functions` is set once in init and read-only afterwards; `state` is guarded by `lock`.
+    let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
+    public let path: String
+    private let lock = NSLock()
+    private var initializedInProcess: pid_t
+    private var tokens: [UInt: Token] = [:]
+
+    /// The module's own description (`C_GetInfo`).
+    public let info: ModuleInfo
+
+    private static let registryLock = NSLock()
+    nonisolated(unsafe) private static var registry: [String: PKCS11Module] = [:]
+
+    /// The module to use when a URI names none: `KEYBRIDGE_PKCS11_MODULE`, else SoftHSM if installed.
+    public static func defaultModulePath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        if let path = environment["KEYBRIDGE_PKCS11_MODULE"], !path.isEmpty { return path }
+        let softHSM = "/usr/lib/softhsm/libsofthsm2.so"
+        return FileManager.default.fileExists(atPath: softHSM) ? softHSM : nil
+    }
+
+    /// Loads (once per process) the module a URI names with `module-path` or `module-name`.
+    public static func load(for uri: PKCS11URI) throws(PKCS11Error) -> PKCS11Module {
+        if let path = uri.modulePath { return try load(path: path) }
+        if let name = uri.moduleName {
+            let directory = "/usr/lib/x86_64-linux-gnu/pkcs11"
+            let candidates = ["\(directory)/\(name).so", "\(directory)/\(name)", "/usr/lib/softhsm/\(name).so"]
+            guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw PKCS11Error(function: "module-name",
+                                  reason: "no PKCS#11 module named '\(name)' under \(directory); give its full path with module-path=")
+            }
+            return try load(path: found)
+        }
+        guard let path = defaultModulePath() else {
+            throw PKCS11Error(function: "module-path",
+                              reason: "the URI names no PKCS#11 module and SoftHSM is not installed; add ?module-path=/path/to/module.so to the URI or set KEYBRIDGE_PKCS11_MODULE")
+        }
+        return try load(path: path)
+    }
+
+    /// Loads (once per process) the module at `path`.
+    public static func load(path: String) throws(PKCS11Error) -> PKCS11Module {
+        registryLock.lock()
+        defer { registryLock.unlock() }
+        if let module = registry[path] {
+            try module.reinitializeAfterFork()
+            return module
+        }
+        let module = try PKCS11Module(path: path)
+        registry[path] = module
+        return module
+    }
+
+    private init(path: String) throws(PKCS11Error) {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw PKCS11Error(function: "dlopen",
+                              reason: "the PKCS#11 module \(path) does not exist; fix module-path in the URI (SoftHSM's is /usr/lib/softhsm/libsofthsm2.so)")
+        }
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let message = dlerror().map { String(cString: $0) } ?? "unknown error"
+            throw PKCS11Error(function: "dlopen",
+                              reason: "cannot load the PKCS#11 module \(path): \(message); check that it is a PKCS#11 library for this architecture")
+        }
+        guard let symbol = dlsym(handle, "C_GetFunctionList") else {
+            throw PKCS11Error(function: "dlsym",
+                              reason: "\(path) has no C_GetFunctionList, so it is not a PKCS#11 module; fix module-path")
+        }
+        typealias GetFunctionList = @convention(c) (UnsafeMutablePointer<UnsafeMutablePointer<CK_FUNCTION_LIST>?>?) -> CK_RV
+        let getFunctionList = unsafeBitCast(symbol, to: GetFunctionList.self)
+        var list: UnsafeMutablePointer<CK_FUNCTION_LIST>?
+        try check(getFunctionList(&list), "C_GetFunctionList")
+        guard let list else {
+            throw PKCS11Error(function: "C_GetFunctionList", reason: "\(path) returned no function list")
+        }
+        functions = list
+        self.path = path
+        initializedInProcess = getpid()
+        try PKCS11Module.initialize(list, path: path)
+        var rawInfo = CK_INFO()
+        try check(list.pointee.C_GetInfo(&rawInfo), "C_GetInfo")
+        info = ModuleInfo(rawInfo)
+    }
+
+    private static func initialize(_ list: UnsafeMutablePointer<CK_FUNCTION_LIST>, path: String) throws(PKCS11Error) {
+        var arguments = CK_C_INITIALIZE_ARGS()
+        arguments.flags = CK_FLAGS(CKF_OS_LOCKING_OK)
+        let rv = withUnsafeMutablePointer(to: &arguments) { list.pointee.C_Initialize(UnsafeMutableRawPointer($0)) }
+        if rv == CKR_CRYPTOKI_ALREADY_INITIALIZED { return }
+        try check(rv, "C_Initialize", "the module \(path) failed to start; for SoftHSM check SOFTHSM2_CONF and its token directory")
+    }
+
+    /// After `fork` the child must call `C_Initialize` again before any other call; sessions and
+    /// logins of the parent are not valid there.
+    func reinitializeAfterFork() throws(PKCS11Error) {
+        lock.lock()
+        defer { lock.unlock() }
+        let pid = getpid()
+        guard pid != initializedInProcess else { return }
+        var rv = functions.pointee.C_Initialize(nil)
+        if rv == CKR_CRYPTOKI_ALREADY_INITIALIZED {
+            // Some modules do not notice the fork; finalising the child's copy is safe here.
+            _ = functions.pointee.C_Finalize(nil)
+            var arguments = CK_C_INITIALIZE_ARGS()
+            arguments.flags = CK_FLAGS(CKF_OS_LOCKING_OK)
+            rv = withUnsafeMutablePointer(to: &arguments) { functions.pointee.C_Initialize(UnsafeMutableRawPointer($0)) }
+        }
+        try check(rv, "C_Initialize", "re-initialising \(path) after fork failed")
+        initializedInProcess = pid
+        for token in tokens.values { token.forgetSessionsAfterFork() }
+    }
+
+    /// Slots, by default only those with a token present.
+    public func slots(tokenPresent: Bool = true) throws(PKCS11Error) -> [Slot] {
+        try reinitializeAfterFork()
+        var count: CK_ULONG = 0
+        let present = CK_BBOOL(tokenPresent ? CK_TRUE : CK_FALSE)
+        try check(functions.pointee.C_GetSlotList(present, nil, &count), "C_GetSlotList")
+        var ids = [CK_SLOT_ID](repeating: 0, count: Int(count))
+        try check(functions.pointee.C_GetSlotList(present, &ids, &count), "C_GetSlotList")
+        return try ids.prefix(Int(count)).map { id throws(PKCS11Error) in try slot(id: id) }
+    }
+
+    func slot(id: CK_SLOT_ID) throws(PKCS11Error) -> Slot {
+        var slotInfo = CK_SLOT_INFO()
+        try check(functions.pointee.C_GetSlotInfo(id, &slotInfo), "C_GetSlotInfo")
+        var tokenInfo: TokenInfo?
+        if slotInfo.flags & CK_FLAGS(CKF_TOKEN_PRESENT) != 0 {
+            var rawToken = CK_TOKEN_INFO()
+            try check(functions.pointee.C_GetTokenInfo(id, &rawToken), "C_GetTokenInfo")
+            tokenInfo = TokenInfo(rawToken)
+        }
+        return Slot(id: UInt64(id), description: fixedString(slotInfo.slotDescription),
+                    manufacturer: fixedString(slotInfo.manufacturerID), token: tokenInfo)
+    }
+
+    func tokenInfo(slotID: UInt) throws(PKCS11Error) -> TokenInfo {
+        var rawToken = CK_TOKEN_INFO()
+        try check(functions.pointee.C_GetTokenInfo(CK_SLOT_ID(slotID), &rawToken), "C_GetTokenInfo")
+        return TokenInfo(rawToken)
+    }
+
+    /// The token in the one slot that matches the URI's token and slot attributes.
+    public func token(matching uri: PKCS11URI) throws(PKCS11Error) -> Token {
+        if !libraryMatches(uri) {
+            throw PKCS11Error(function: "token lookup",
+                              reason: "the module \(path) (\(info.manufacturer) \(info.description) \(info.libraryVersion)) does not match the URI's library-* attributes; fix them or module-path")
+        }
+        let candidates = try slots(tokenPresent: true)
+        let matching = candidates.filter { $0.matches(uri) }
+        guard let chosen = matching.first, chosen.token != nil else {
+            let present = candidates.compactMap { slot in slot.token.map { "'\($0.label)' (serial \($0.serialNumber), slot \(slot.id))" } }
+            let list = present.isEmpty ? "no token is present at all" : "tokens present: " + present.joined(separator: ", ")
+            throw PKCS11Error(function: "token lookup",
+                              reason: "no token matches \(uri.tokenDescription) in \(path); \(list). Fix token= in the URI (for SoftHSM also check SOFTHSM2_CONF)")
+        }
+        if matching.count > 1 {
+            throw PKCS11Error(function: "token lookup",
+                              reason: "\(matching.count) tokens match \(uri.tokenDescription); add serial= or slot-id= to the URI to pick one")
+        }
+        return token(slotID: UInt(chosen.id))
+    }
+
+    func token(slotID: UInt) -> Token {
+        lock.lock()
+        defer { lock.unlock() }
+        if let token = tokens[slotID] { return token }
+        let token = Token(module: self, slotID: slotID)
+        tokens[slotID] = token
+        return token
+    }
+
+    private func libraryMatches(_ uri: PKCS11URI) -> Bool {
+        if let wanted = uri.libraryManufacturer, wanted != info.manufacturer { return false }
+        if let wanted = uri.libraryDescription, wanted != info.description { return false }
+        if let wanted = uri.libraryVersion {
+            if wanted.major != info.libraryMajor { return false }
+            if let minor = wanted.minor, minor != info.libraryMinor { return false }
+        }
+        return true
+    }
+
+    /// Mechanisms the token in a slot offers, by raw `CKM_` value.
+    func mechanisms(slotID: UInt) throws(PKCS11Error) -> Set<UInt> {
+        var count: CK_ULONG = 0
+        try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), nil, &count), "C_GetMechanismList")
+        var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+        try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), &list, &count), "C_GetMechanismList")
+        return Set(list.prefix(Int(count)).map { UInt($0) })
+    }
+}
+
+/// What `C_GetInfo` says about a module.
+public struct ModuleInfo: Sendable, Hashable {
+    public var manufacturer: String
+    public var description: String
+    public var libraryMajor: Int
+    public var libraryMinor: Int
+    public var libraryVersion: String { "\(libraryMajor).\(libraryMinor)" }
+
+    init(_ raw: CK_INFO) {
+        manufacturer = fixedString(raw.manufacturerID)
+        description = fixedString(raw.libraryDescription)
+        libraryMajor = Int(raw.libraryVersion.major)
+        libraryMinor = Int(raw.libraryVersion.minor)
+    }
+}
+
+/// A slot and, if present, its token.
+public struct Slot: Sendable, Hashable {
+    public var id: UInt64
+    public var description: String
+    public var manufacturer: String
+    public var token: TokenInfo?
+
+    func matches(_ uri: PKCS11URI) -> Bool {
+        if let wanted = uri.slotID, wanted != id { return false }
+        if let wanted = uri.slotDescription, wanted != description { return false }
+        if let wanted = uri.slotManufacturer, wanted != manufacturer { return false }
+        guard let token else {
+            return uri.token == nil && uri.manufacturer == nil && uri.model == nil && uri.serial == nil
+        }
+        if let wanted = uri.token, wanted != token.label { return false }
+        if let wanted = uri.manufacturer, wanted != token.manufacturer { return false }
+        if let wanted = uri.model, wanted != token.model { return false }
+        if let wanted = uri.serial, wanted != token.serialNumber { return false }
+        return true
+    }
+}
+
+/// What `C_GetTokenInfo` says about a token.
+public struct TokenInfo: Sendable, Hashable {
+    public var label: String
+    public var manufacturer: String
+    public var model: String
+    public var serialNumber: String
+    public var flags: TokenFlags
+
+    init(_ raw: CK_TOKEN_INFO) {
+        label = fixedString(raw.label)
+        manufacturer = fixedString(raw.manufacturerID)
+        model = fixedString(raw.model)
+        serialNumber = fixedString(raw.serialNumber)
+        flags = TokenFlags(rawValue: UInt(raw.flags))
+    }
+}
+
+/// The token flags KeyBridge acts on.
+public struct TokenFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+    /// `CKF_LOGIN_REQUIRED`
+    public static let loginRequired = TokenFlags(rawValue: UInt(CKF_LOGIN_REQUIRED))
+    /// `CKF_USER_PIN_INITIALIZED`
+    public static let userPINInitialized = TokenFlags(rawValue: UInt(CKF_USER_PIN_INITIALIZED))
+    /// `CKF_TOKEN_INITIALIZED`
+    public static let tokenInitialized = TokenFlags(rawValue: UInt(CKF_TOKEN_INITIALIZED))
+    /// `CKF_PROTECTED_AUTHENTICATION_PATH`
+    public static let protectedAuthenticationPath = TokenFlags(rawValue: UInt(CKF_PROTECTED_AUTHENTICATION_PATH))
+    /// `CKF_USER_PIN_COUNT_LOW`
+    public static let userPINCountLow = TokenFlags(rawValue: UInt(CKF_USER_PIN_COUNT_LOW))
+    /// `CKF_USER_PIN_FINAL_TRY`
+    public static let userPINFinalTry = TokenFlags(rawValue: UInt(CKF_USER_PIN_FINAL_TRY))
+    /// `CKF_USER_PIN_LOCKED`
+    public static let userPINLocked = TokenFlags(rawValue: UInt(CKF_USER_PIN_LOCKED))
+    /// `CKF_USER_PIN_TO_BE_CHANGED`
+    public static let userPINToBeChanged = TokenFlags(rawValue: UInt(CKF_USER_PIN_TO_BE_CHANGED))
+}
+
+/// PKCS#11 text fields are fixed-width and padded with blanks, not NUL-terminated.
+func fixedString<T>(_ field: T) -> String {
+    withUnsafeBytes(of: field) { bytes in
+        let trimmed = bytes.prefix { $0 != 0 }
+        let text = String(decoding: trimmed, as: UTF8.self)
+        return text.trimmingCharacters(in: .whitespaces)
+    }
+}
+
+extension PKCS11URI {
+    /// The token-selecting attributes only: safe for messages, since it holds no PIN.
+    var tokenDescription: String {
+        var selector = PKCS11URI()
+        selector.token = token
+        selector.manufacturer = manufacturer
+        selector.model = model
+        selector.serial = serial
+        selector.slotID = slotID
+        selector.slotDescription = slotDescription
+        selector.slotManufacturer = slotManufacturer
+        return selector.formatted()
+    }
+
+    /// The object-selecting attributes only.
+    var objectDescription: String {
+        var selector = PKCS11URI()
+        selector.token = token
+        selector.object = object
+        selector.id = id
+        selector.type = type
+        return selector.formatted()
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+
+/// The public half of a token key, as read from public attributes.
+public enum PublicKeyMaterial: Sendable, Hashable {
+    /// Modulus and public exponent, big-endian.
+    case rsa(modulus: [UInt8], publicExponent: [UInt8])
+    /// DER `ECParameters` (normally a named-curve OID) and the DER OCTET STRING of the point, or
+    /// `nil` when the token holds no public key object for it.
+    case ec(parameters: [UInt8], point: [UInt8]?)
+    /// DER `ECParameters` for an Edwards curve and the point, if found.
+    case edwards(parameters: [UInt8], point: [UInt8]?)
+}
+
+/// A private key that stays on its token. It holds a handle, never key bytes.
+///
+/// The handle is found once, cached, and found again after the token lost its sessions.
+public final class PrivateKey: @unchecked Sendable {
+    // `uri`, `token` and the descriptive fields are immutable; `handle` is guarded by `lock`.
+    public let uri: PKCS11URI
+    public let token: Token
+    public let keyType: KeyType
+    public let label: String?
+    public let id: [UInt8]?
+    public let publicKey: PublicKeyMaterial
+    /// The DER of the certificate object stored with the same `CKA_ID`, if any.
+    public let certificateDER: [UInt8]?
+    public let tokenLabel: String
+    private let lock = NSLock()
+    private var handle: ObjectHandle
+
+    /// Finds the single private key the URI names, logging in first if the token needs it.
+    /// The PIN comes from `pin` if given, else from the URI, `KEYBRIDGE_PIN` or a prompt (see
+    /// `PINResolver`), else from `pinFallback`, which is asked only when the token needs a login.
+    public static func resolve(_ uri: PKCS11URI, pin: PIN? = nil, allowPrompt: Bool = true,
+                               pinFallback: (() -> PIN?)? = nil) throws(PKCS11Error) -> PrivateKey {
+        if let type = uri.type, type != .privateKey {
+            throw PKCS11Error(function: "key lookup",
+                              reason: "the URI has type=\(type.rawValue), but a private key is needed; use type=private or leave type out")
+        }
+        let module = try PKCS11Module.load(for: uri)
+        let token = try module.token(matching: uri)
+        let tokenInfo = try token.info()
+        if tokenInfo.flags.contains(.loginRequired) && !token.isLoggedIn {
+            var chosen = pin
+            if chosen == nil {
+                let resolved = try PINResolver.resolve(for: uri, promptLabel: "token '\(tokenInfo.label)'", allowPrompt: allowPrompt)
+                if let warning = resolved?.warning { KeyBridgeLog.warning(warning) }
+                chosen = resolved?.pin ?? pinFallback?()
+            }
+            try token.login(pin: chosen)
+        }
+        let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
+        return try PrivateKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
+    }
+
+    private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
+        if uri.object == nil && uri.id == nil {
+            throw PKCS11Error(function: "key lookup",
+                              reason: "the URI names no key; add object=<label> or id=<hex> to it (keybridge keys list shows them)")
+        }
+        let found = try token.findObjects(matching: uri, objectClass: .privateKey)
+        guard let first = found.first else {
+            throw PKCS11Error(function: "key lookup",
+                              reason: "no private key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= (pkcs11-tool --list-objects shows what is there)")
+        }
+        if found.count > 1 {
+            throw PKCS11Error(function: "key lookup",
+                              reason: "\(found.count) private keys match \(uri.objectDescription) on token '\(tokenLabel)'; add id= to pick one")
+        }
+        return first
+    }
+
+    private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, tokenLabel: String) throws(PKCS11Error) {
+        self.uri = uri
+        self.token = token
+        self.handle = handle
+        self.tokenLabel = tokenLabel
+        guard let rawType = try token.ulongAttribute(.keyType, of: handle), let type = KeyType(rawValue: rawType) else {
+            throw PKCS11Error(function: "key lookup", reason: "the key \(uri.objectDescription) is of a type KeyBridge cannot use (only RSA, EC and EdDSA keys)")
+        }
+        keyType = type
+        label = try token.attribute(.label, of: handle).map { String(decoding: $0, as: UTF8.self) }
+        let keyID = try token.attribute(.id, of: handle)
+        id = keyID
+        let extractable = try token.boolAttribute(.extractable, of: handle)
+        let sensitive = try token.boolAttribute(.sensitive, of: handle)
+        if extractable == true || sensitive == false {
+            KeyBridgeLog.warning("the key \(uri.objectDescription) is extractable or not sensitive; regenerate it with CKA_SENSITIVE=true and CKA_EXTRACTABLE=false")
+        }
+        var certificate: [UInt8]?
+        if let keyID, !keyID.isEmpty, let certificateHandle = try token.findObjects(id: keyID, objectClass: .certificate).first {
+            certificate = try token.certificateDER(certificateHandle)
+        }
+        certificateDER = certificate
+        switch type {
+        case .rsa:
+            guard let modulus = try token.attribute(.modulus, of: handle),
+                  let exponent = try token.attribute(.publicExponent, of: handle) else {
+                throw PKCS11Error(function: "C_GetAttributeValue", reason: "the RSA key \(uri.objectDescription) does not show its modulus and public exponent")
+            }
+            publicKey = .rsa(modulus: modulus, publicExponent: exponent)
+        case .ec, .ecEdwards:
+            guard let parameters = try token.attribute(.ecParams, of: handle) else {
+                throw PKCS11Error(function: "C_GetAttributeValue", reason: "the EC key \(uri.objectDescription) does not show CKA_EC_PARAMS")
+            }
+            var point = try token.attribute(.ecPoint, of: handle)
+            if point == nil, let keyID, !keyID.isEmpty,
+               let publicHandle = try token.findObjects(id: keyID, objectClass: .publicKey).first {
+                point = try token.attribute(.ecPoint, of: publicHandle)
+            }
+            publicKey = type == .ec ? .ec(parameters: parameters, point: point) : .edwards(parameters: parameters, point: point)
+        }
+    }
+
+    /// A short description for logs and `-v` output: token, label and id, never a PIN.
+    public var summary: String {
+        let idText = id.map { $0.map { String(format: "%02x", $0) }.joined() } ?? "-"
+        return "token '\(tokenLabel)', object '\(label ?? "-")', id \(idText)"
+    }
+
+    /// Mechanisms the key may use: `CKA_ALLOWED_MECHANISMS` if set and non-empty (SoftHSM leaves it
+    /// empty, which means all), intersected with what the token offers.
+    public func usableMechanisms() throws(PKCS11Error) -> Set<UInt> {
+        let offered = try token.mechanisms()
+        let currentHandle = lock.withLock { handle }
+        guard let raw = try token.attribute(.allowedMechanisms, of: currentHandle), !raw.isEmpty else { return offered }
+        let allowed = raw.withUnsafeBytes { Array($0.bindMemory(to: UInt.self)) }
+        return offered.intersection(allowed)
+    }
+
+    /// Signs with the key. After a lost session it logs in again (only with the PIN that worked),
+    /// finds the key again and retries once.
+    public func sign(_ data: [UInt8], mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
+        let currentHandle = lock.withLock { handle }
+        do {
+            return try token.sign(data, with: currentHandle, mechanism: mechanism)
+        } catch {
+            guard let code = error.returnValue, code.meansSessionLost || code == .objectHandleInvalid else { throw error }
+            try token.reloginIfPossible()
+            let fresh = try PrivateKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
+            lock.withLock { handle = fresh }
+            return try token.sign(data, with: fresh, mechanism: mechanism)
+        }
+    }
+}
+
+/// Where the PKCS#11 layer reports things a user should know. Defaults to standard error.
+public enum KeyBridgeLog {
+    nonisolated(unsafe) public static var warningHandler: @Sendable (String) -> Void = { message in
+        FileHandle.standardError.write(Data("keybridge: warning: \(message)\n".utf8))
+    }
+    nonisolated(unsafe) public static var debugHandler: (@Sendable (String) -> Void)?
+
+    public static func warning(_ message: String) { warningHandler(message) }
+    public static func debug(_ message: @autoclosure () -> String) { debugHandler?(message()) }
+}
