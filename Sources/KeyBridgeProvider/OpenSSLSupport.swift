@@ -1,0 +1,105 @@
+internal import COpenSSL
+internal import CKeyBridgeShims
+import Foundation
+import PKCS11
+
+/// An error from OpenSSL: the function that failed and the drained error queue.
+public struct OpenSSLError: Error, Sendable, CustomStringConvertible {
+    public var function: String
+    public var reason: String
+    public var queue: [String]
+
+    public init(function: String, reason: String, queue: [String] = []) {
+        self.function = function
+        self.reason = reason
+        self.queue = queue
+    }
+
+    public var description: String {
+        let details = queue.isEmpty ? "" : " (" + queue.joined(separator: "; ") + ")"
+        return "\(function): \(reason)\(details)"
+    }
+
+    /// The one place that drains OpenSSL's error queue into an error value.
+    package static func drain(function: String, reason: String) -> OpenSSLError {
+        OpenSSLError(function: function, reason: reason, queue: drainQueue())
+    }
+
+    package static func drainQueue() -> [String] {
+        var messages: [String] = []
+        var file: UnsafePointer<CChar>?
+        var line: Int32 = 0
+        var data: UnsafePointer<CChar>?
+        var flags: Int32 = 0
+        while true {
+            let code = ERR_get_error_all(&file, &line, nil, &data, &flags)
+            if code == 0 { break }
+            var buffer = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(code, &buffer, buffer.count)
+            var text = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            if let data, flags & Int32(ERR_TXT_STRING) != 0 {
+                let extra = String(cString: data)
+                if !extra.isEmpty { text += " [\(extra)]" }
+            }
+            messages.append(text)
+        }
+        return messages
+    }
+}
+
+/// C strings that live as long as the process; OSSL_PARAM keys and algorithm names must.
+enum StaticCString {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var table: [String: UnsafePointer<CChar>] = [:]
+
+    static func get(_ text: String) -> UnsafePointer<CChar> {
+        lock.lock()
+        defer { lock.unlock() }
+        if let existing = table[text] { return existing }
+        let copy = UnsafePointer(strdup(text)!)
+        table[text] = copy
+        return copy
+    }
+}
+
+/// Reports a failure inside a provider callback on OpenSSL's error queue.
+func raiseProviderError(_ text: String) {
+    CKeyBridgeShims_ERR_raise_data(ERR_LIB_PROV, Int32(ERR_R_OPERATION_FAIL), text)
+    ProviderDiagnostics.recordFailure(text)
+}
+
+/// Remembers the last failure and the last signing mechanism per thread, for `-v` output and
+/// for error messages that name the token's cause rather than OpenSSL's generic one.
+public enum ProviderDiagnostics {
+    private final class Box: @unchecked Sendable {
+        // Thread-local storage: each thread only touches its own box.
+        var lastFailure: String?
+        var lastMechanism: String?
+    }
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { pointer in if let pointer { Unmanaged<AnyObject>.fromOpaque(pointer).release() } }
+        return key
+    }()
+
+    private static var box: Box {
+        if let pointer = pthread_getspecific(key) {
+            return Unmanaged<Box>.fromOpaque(pointer).takeUnretainedValue()
+        }
+        let box = Box()
+        pthread_setspecific(key, Unmanaged.passRetained(box).toOpaque())
+        return box
+    }
+
+    static func recordFailure(_ text: String) { box.lastFailure = text }
+    static func recordMechanism(_ text: String) { box.lastMechanism = text }
+
+    /// The last failure a provider callback reported on this thread, then cleared.
+    public static func takeLastFailure() -> String? {
+        defer { box.lastFailure = nil }
+        return box.lastFailure
+    }
+
+    /// The token mechanism of the last signature made on this thread.
+    public static var lastMechanism: String? { box.lastMechanism }
+}
