@@ -16,6 +16,7 @@ CURLcode CKeyBridgeShims_curl_easy_setopt_long(CURL *curl, CURLoption option, lo
 CURLcode CKeyBridgeShims_curl_easy_setopt_pointer(CURL *curl, CURLoption option, void *value) { return curl_easy_setopt(curl, option, value); }
 CURLcode CKeyBridgeShims_curl_easy_setopt_string(CURL *curl, CURLoption option, const char *value) { return curl_easy_setopt(curl, option, value); }
 CURLcode CKeyBridgeShims_curl_easy_setopt_write_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *)) { return curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, callback); }
+CURLcode CKeyBridgeShims_curl_easy_setopt_header_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *)) { return curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, callback); }
 CURLcode CKeyBridgeShims_curl_easy_setopt_read_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *)) { return curl_easy_setopt(curl, CURLOPT_READFUNCTION, callback); }
 CURLcode CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(CURL *curl, CURLcode (*callback)(CURL *, void *, void *)) { return curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, callback); }
 CURLcode CKeyBridgeShims_curl_easy_setopt_debug_function(CURL *curl, int (*callback)(CURL *, curl_infotype, char *, size_t, void *)) { return curl_easy_setopt(curl, CURLOPT_DEBUGFUNCTION, callback); }

@@ -33,6 +33,25 @@ public final class PrivateKey: @unchecked Sendable {
     /// `PINResolver`), else from `pinFallback`, which is asked only when the token needs a login.
     public static func resolve(_ uri: PKCS11URI, pin: PIN? = nil, allowPrompt: Bool = true,
                                pinFallback: (() -> PIN?)? = nil) throws(PKCS11Error) -> PrivateKey {
+        // Keys are looked up once per process; the PIN is not part of the cache key.
+        let cacheKey = uri.formatted()
+        if let cached = cacheLock.withLock({ cache[cacheKey] }), cached.token.isLoggedIn || !cached.needsLogin {
+            return cached
+        }
+        let key = try lookUp(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: pinFallback)
+        cacheLock.withLock { cache[cacheKey] = key }
+        return key
+    }
+
+    private static let cacheLock = NSLock()
+    nonisolated(unsafe) private static var cache: [String: PrivateKey] = [:]
+
+    private var needsLogin: Bool {
+        (try? token.info().flags.contains(.loginRequired)) ?? true
+    }
+
+    private static func lookUp(_ uri: PKCS11URI, pin: PIN?, allowPrompt: Bool,
+                               pinFallback: (() -> PIN?)?) throws(PKCS11Error) -> PrivateKey {
         if let type = uri.type, type != .privateKey {
             throw PKCS11Error(function: "key lookup",
                               reason: "the URI has type=\(type.rawValue), but a private key is needed; use type=private or leave type out")

@@ -16,11 +16,15 @@ long CKeyBridgeShims_SSL_get_signature_nid(SSL *ssl, int *nid);
 long CKeyBridgeShims_SSL_get_peer_signature_nid(SSL *ssl, int *nid);
 int CKeyBridgeShims_SSL_CTX_get_ex_new_index(void);
 
+// MARK: Composite flag macros that Swift does not import.
+static const unsigned long CKeyBridgeShims_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
+
 // MARK: libcurl's setopt and getinfo are variadic, which Swift cannot call.
 CURLcode CKeyBridgeShims_curl_easy_setopt_long(CURL *curl, CURLoption option, long value);
 CURLcode CKeyBridgeShims_curl_easy_setopt_pointer(CURL *curl, CURLoption option, void *value);
 CURLcode CKeyBridgeShims_curl_easy_setopt_string(CURL *curl, CURLoption option, const char *value);
 CURLcode CKeyBridgeShims_curl_easy_setopt_write_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *));
+CURLcode CKeyBridgeShims_curl_easy_setopt_header_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *));
 CURLcode CKeyBridgeShims_curl_easy_setopt_read_function(CURL *curl, size_t (*callback)(char *, size_t, size_t, void *));
 CURLcode CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(CURL *curl, CURLcode (*callback)(CURL *, void *, void *));
 CURLcode CKeyBridgeShims_curl_easy_setopt_debug_function(CURL *curl, int (*callback)(CURL *, curl_infotype, char *, size_t, void *));

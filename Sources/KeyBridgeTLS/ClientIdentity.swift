@@ -1,0 +1,194 @@
+internal import COpenSSL
+internal import CKeyBridgeShims
+import Foundation
+import KeyBridgeProvider
+import PKCS11
+
+/// The client certificate chain and its private key, loaded once and checked to belong together.
+final class ClientIdentity: @unchecked Sendable {
+    // Immutable after init; OpenSSL objects are only read (and up-referenced) afterwards.
+    let leaf: OpaquePointer
+    let intermediates: [OpaquePointer]
+    let privateKey: OpaquePointer
+    /// Kept so the provider key (and its token handle) lives as long as the identity.
+    private let providerKey: ProviderKey?
+    /// For `-v`: where the key is, e.g. "token 'keybridge', object 'client-rsa', id 01".
+    let keyLocation: String
+    let onToken: Bool
+
+    init(chain: CertificateChainSource, key: KeyReference) throws(KeyBridgeError) {
+        let certificates = try ClientIdentity.readChain(chain)
+        leaf = certificates[0]
+        intermediates = Array(certificates.dropFirst())
+        switch key {
+        case let .pkcs11(text):
+            let uri: PKCS11URI
+            do {
+                uri = try PKCS11URI(parsing: text)
+            } catch {
+                ClientIdentity.free(certificates)
+                throw KeyBridgeError(.usage, "the key URI is malformed: \(error.reason)")
+            }
+            do {
+                let tokenKey = try PrivateKey.resolve(uri)
+                keyLocation = tokenKey.summary
+            } catch {
+                ClientIdentity.free(certificates)
+                throw KeyBridgeError(.key, error.description)
+            }
+            do {
+                let opened = try ProviderKey(uri: text)
+                providerKey = opened
+                privateKey = opened.pkey
+                EVP_PKEY_up_ref(privateKey)
+            } catch {
+                ClientIdentity.free(certificates)
+                throw KeyBridgeError(.key, "cannot open the token key through the provider: \(error)")
+            }
+            onToken = true
+        case let .pemFile(path):
+            providerKey = nil
+            do {
+                privateKey = try ClientIdentity.readPEMKey(path)
+            } catch {
+                ClientIdentity.free(certificates)
+                throw error
+            }
+            keyLocation = "PEM file \(path)"
+            onToken = false
+        }
+        do {
+            try confirmKeyMatchesCertificate(chain: chain, key: key)
+        } catch {
+            ClientIdentity.free(certificates)
+            EVP_PKEY_free(privateKey)
+            throw error
+        }
+    }
+
+    deinit {
+        ClientIdentity.free([leaf] + intermediates)
+        EVP_PKEY_free(privateKey)
+    }
+
+    private static func free(_ certificates: [OpaquePointer]) {
+        for certificate in certificates { X509_free(certificate) }
+    }
+
+    var leafSubject: String { X509Text.subject(leaf) }
+
+    /// Compares public keys, then proves possession with a test signature checked against the
+    /// certificate's public key by OpenSSL's default provider.
+    private func confirmKeyMatchesCertificate(chain: CertificateChainSource, key: KeyReference) throws(KeyBridgeError) {
+        guard let certificateKey = X509_get0_pubkey(leaf) else {
+            throw KeyBridgeError(.certificate, "cannot read the public key of the certificate in \(chain)")
+        }
+        let mismatch = "the certificate '\(leafSubject)' in \(chain) does not belong to the key \(key)"
+        ERR_clear_error()
+        guard EVP_PKEY_eq(certificateKey, privateKey) == 1 else {
+            ERR_clear_error()
+            throw KeyBridgeError(.certificate, "\(mismatch): their public keys differ. Use the certificate issued for this key, or the key it was issued for")
+        }
+        var challenge = [UInt8](repeating: 0, count: 32)
+        guard RAND_bytes(&challenge, Int32(challenge.count)) == 1 else {
+            throw KeyBridgeError(.key, "cannot make a random test challenge")
+        }
+        let signature: [UInt8]
+        do {
+            signature = try TestSignature.sign(challenge, with: privateKey)
+        } catch {
+            throw KeyBridgeError(.key, "the key \(key) cannot sign a test challenge: \(error)")
+        }
+        guard TestSignature.verify(signature, of: challenge, with: certificateKey) else {
+            throw KeyBridgeError(.certificate, "\(mismatch): a test signature by the key does not verify with the certificate")
+        }
+    }
+
+    private static func readChain(_ source: CertificateChainSource) throws(KeyBridgeError) -> [OpaquePointer] {
+        switch source {
+        case let .pemFile(path):
+            guard let bio = BIO_new_file(path, "r") else {
+                ERR_clear_error()
+                throw KeyBridgeError(.file, "cannot read the certificate file \(path); check the path given to --cert")
+            }
+            defer { BIO_free(bio) }
+            var certificates: [OpaquePointer] = []
+            while let certificate = PEM_read_bio_X509(bio, nil, nil, nil) {
+                certificates.append(certificate)
+            }
+            ERR_clear_error()
+            guard !certificates.isEmpty else {
+                throw KeyBridgeError(.certificate, "\(path) holds no PEM certificate; --cert needs the leaf certificate followed by its intermediates")
+            }
+            return certificates
+        }
+    }
+
+    private static func readPEMKey(_ path: String) throws(KeyBridgeError) -> OpaquePointer {
+        guard let bio = BIO_new_file(path, "r") else {
+            ERR_clear_error()
+            throw KeyBridgeError(.file, "cannot read the key file \(path); check the path given to --key (or use a pkcs11: URI)")
+        }
+        defer { BIO_free(bio) }
+        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
+            ERR_clear_error()
+            throw KeyBridgeError(.key, "\(path) holds no readable PEM private key")
+        }
+        return key
+    }
+}
+
+/// One SHA-256 signature over a challenge, with the key's default padding.
+enum TestSignature {
+    static func sign(_ data: [UInt8], with key: OpaquePointer) throws(OpenSSLError) -> [UInt8] {
+        guard let context = EVP_MD_CTX_new() else { throw OpenSSLError.drain(function: "EVP_MD_CTX_new", reason: "out of memory") }
+        defer { EVP_MD_CTX_free(context) }
+        _ = ProviderDiagnostics.takeLastFailure()
+        var length = 0
+        guard EVP_DigestSignInit_ex(context, nil, "SHA256", nil, nil, key, nil) == 1,
+              EVP_DigestSign(context, nil, &length, data, data.count) == 1 else {
+            throw failure("EVP_DigestSignInit_ex")
+        }
+        var signature = [UInt8](repeating: 0, count: length)
+        guard EVP_DigestSign(context, &signature, &length, data, data.count) == 1 else {
+            throw failure("EVP_DigestSign")
+        }
+        return Array(signature.prefix(length))
+    }
+
+    static func verify(_ signature: [UInt8], of data: [UInt8], with key: OpaquePointer) -> Bool {
+        guard let context = EVP_MD_CTX_new() else { return false }
+        defer { EVP_MD_CTX_free(context) }
+        let verified = EVP_DigestVerifyInit_ex(context, nil, "SHA256", nil, "provider=default", key, nil) == 1
+            && EVP_DigestVerify(context, signature, signature.count, data, data.count) == 1
+        ERR_clear_error()
+        return verified
+    }
+
+    private static func failure(_ function: String) -> OpenSSLError {
+        let queue = OpenSSLError.drainQueue()
+        if let cause = ProviderDiagnostics.takeLastFailure() { return OpenSSLError(function: function, reason: cause) }
+        return OpenSSLError(function: function, reason: "signing failed", queue: queue)
+    }
+}
+
+/// Human-readable names from X.509 objects.
+enum X509Text {
+    static func subject(_ certificate: OpaquePointer) -> String {
+        name(X509_get_subject_name(certificate))
+    }
+
+    static func name(_ name: OpaquePointer?) -> String {
+        guard let name, let bio = BIO_new(BIO_s_mem()) else { return "?" }
+        defer { BIO_free(bio) }
+        X509_NAME_print_ex(bio, name, 0, CKeyBridgeShims_XN_FLAG_RFC2253)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while true {
+            let count = BIO_read(bio, &chunk, Int32(chunk.count))
+            if count <= 0 { break }
+            bytes += chunk.prefix(Int(count))
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,305 @@
+internal import CCurl
+internal import CKeyBridgeShims
+internal import COpenSSL
+import Foundation
+import KeyBridgeProvider
+
+/// An HTTP request to send over mTLS.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    /// Header lines in order; names are sent as given.
+    public var headers: [(name: String, value: String)]
+    public var body: Data?
+
+    public init(method: String = "GET", url: String, headers: [(name: String, value: String)] = [], body: Data? = nil) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// What the TLS layer negotiated, for `-v` and for tests.
+public struct TLSSessionInfo: Sendable, Hashable {
+    /// "TLSv1.3" or "TLSv1.2".
+    public var version: String
+    public var cipher: String
+    /// The TLS signature scheme of the client's CertificateVerify, e.g. "rsa_pss_rsae_sha256";
+    /// `nil` when the server asked for no client certificate.
+    public var clientSignatureScheme: String?
+    /// The token mechanism that made that signature, e.g. "CKM_RSA_PKCS_PSS(SHA256, …)".
+    public var tokenMechanism: String?
+}
+
+/// The server's answer.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var statusLine: String
+    public var headers: [(name: String, value: String)]
+    public var body: Data
+    public var tls: TLSSessionInfo?
+}
+
+/// An HTTP client over libcurl whose client certificate and key are installed into OpenSSL
+/// through `CURLOPT_SSL_CTX_FUNCTION`; a token key signs through the KeyBridge provider.
+///
+/// One client keeps one connection alive between requests to the same host.
+public final class HTTPClient: @unchecked Sendable {
+    // All use of `handle` and the transfer state is serialised by `lock`.
+    private let configuration: TLSConfiguration
+    private let identity: ClientIdentity?
+    private let handle: UnsafeMutableRawPointer
+    private let lock = NSLock()
+    private let transfer = TransferState()
+    /// Time limits in seconds.
+    public var connectTimeout: Int = 30
+    public var totalTimeout: Int = 0
+
+    /// Where the key is, for `-v`: "token 'keybridge', object 'client-rsa', id 01".
+    public var keyLocation: String? { identity?.keyLocation }
+    public var keyIsOnToken: Bool { identity?.onToken ?? false }
+    public var clientCertificateSubject: String? { identity?.leafSubject }
+
+    /// Loads the identity (logging in to the token if needed) and checks that the certificate
+    /// belongs to the key, before any connection is made.
+    public init(configuration: TLSConfiguration) throws(KeyBridgeError) {
+        self.configuration = configuration
+        switch (configuration.certificateChain, configuration.key) {
+        case let (chain?, key?):
+            do {
+                try KeyBridgeProvider.loadInProcess()
+            } catch {
+                throw KeyBridgeError(.key, "cannot start the KeyBridge OpenSSL provider: \(error)")
+            }
+            identity = try ClientIdentity(chain: chain, key: key)
+        case (nil, nil):
+            identity = nil
+        case (nil, _?):
+            throw KeyBridgeError(.usage, "a key was given without a certificate; add --cert with the client certificate chain")
+        case (_?, nil):
+            throw KeyBridgeError(.usage, "a certificate was given without a key; add --key with a pkcs11: URI")
+        }
+        CurlGlobal.initialize()
+        guard let handle = curl_easy_init() else {
+            throw KeyBridgeError(.transport, "libcurl could not create a transfer handle")
+        }
+        self.handle = handle
+    }
+
+    deinit { curl_easy_cleanup(handle) }
+
+    /// Sends a request and waits for the whole response.
+    public func send(_ request: HTTPRequest) throws(KeyBridgeError) -> HTTPResponse {
+        lock.lock()
+        defer { lock.unlock() }
+        curl_easy_reset(handle)
+        transfer.reset()
+        transfer.identity = identity
+        var headerList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(headerList) }
+        for header in request.headers {
+            guard !header.name.isEmpty, !(header.name + header.value).contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                throw KeyBridgeError(.usage, "the header '\(header.name.prefix(40))' contains a line break or has no name")
+            }
+            headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
+        }
+        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        let code: CURLcode = errorBuffer.withUnsafeMutableBufferPointer { errorPointer in
+            configure(request: request, headers: headerList, errorBuffer: errorPointer.baseAddress!)
+            let state = Unmanaged.passUnretained(transfer).toOpaque()
+            _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, state)
+            _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_HEADERDATA, state)
+            _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_SSL_CTX_DATA, state)
+            return request.body.map { body in
+                body.withUnsafeBytes { bytes in
+                    _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_POSTFIELDSIZE, bytes.count)
+                    _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress ?? UnsafeRawPointer(errorPointer.baseAddress!)))
+                    return curl_easy_perform(handle)
+                }
+            } ?? curl_easy_perform(handle)
+        }
+        let curlMessage = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        guard code == CURLE_OK else {
+            throw failure(code: code, message: curlMessage, url: request.url)
+        }
+        var status = 0
+        _ = CKeyBridgeShims_curl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return HTTPResponse(status: status, statusLine: transfer.statusLine, headers: transfer.headers,
+                            body: transfer.body, tls: transfer.session)
+    }
+
+    private func configure(request: HTTPRequest, headers: UnsafeMutablePointer<curl_slist>?, errorBuffer: UnsafeMutablePointer<CChar>) {
+        _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_URL, request.url)
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        // Only HTTPS and HTTP: no file:, ftp: or other surprises from a URL argument.
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTPS | CURLPROTO_HTTP))
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT, totalTimeout)
+        if case let .pemFile(path) = configuration.trustRoots {
+            _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_CAINFO, path)
+            _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_CAPATH, nil)
+        }
+        let minimum = configuration.minimumVersion == .v1_3 ? CURL_SSLVERSION_TLSv1_3 : CURL_SSLVERSION_TLSv1_2
+        let maximum = configuration.maximumVersion == .v1_2 ? CURL_SSLVERSION_MAX_TLSv1_2 : CURL_SSLVERSION_MAX_TLSv1_3
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSLVERSION, minimum | maximum)
+        _ = CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(handle, installIdentity)
+        _ = CKeyBridgeShims_curl_easy_setopt_write_function(handle, receiveBody)
+        _ = CKeyBridgeShims_curl_easy_setopt_header_function(handle, receiveHeader)
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        let method = request.method.uppercased()
+        if method == "HEAD" {
+            _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_NOBODY, 1)
+        } else if method != "GET" || request.body != nil {
+            _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method == "GET" && request.body != nil ? "POST" : method)
+        }
+    }
+
+    private func failure(code: CURLcode, message: String, url: String) -> KeyBridgeError {
+        let detail = message.isEmpty ? String(cString: curl_easy_strerror(code)) : message
+        let tokenCause = transfer.tokenFailure.map { " The token reported: \($0)." } ?? ""
+        switch code {
+        case CURLE_PEER_FAILED_VERIFICATION:
+            return KeyBridgeError(.serverVerification, "the server's certificate was not accepted (\(detail)); pass the bank's CA certificate with --cacert, and check that the URL's host is the name in its certificate")
+        case CURLE_SSL_CACERT_BADFILE:
+            return KeyBridgeError(.file, "cannot use the CA file (\(detail)); check the path given to --cacert")
+        case CURLE_SSL_CERTPROBLEM:
+            return KeyBridgeError(.certificate, "the client certificate or key could not be installed (\(detail)).\(tokenCause)")
+        case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR:
+            let rejected = detail.contains("alert") ? " The server rejected the handshake: check that it trusts the issuer of the client certificate and that --cert includes the intermediates." : ""
+            let kind: KeyBridgeError.Kind = code == CURLE_SSL_CONNECT_ERROR || !detail.isEmpty && detail.contains("alert") ? .handshake : .transport
+            return KeyBridgeError(kind, "the TLS connection to \(hostDescription(url)) failed: \(detail).\(rejected)\(tokenCause)")
+        case CURLE_COULDNT_CONNECT:
+            return KeyBridgeError(.transport, "cannot connect to \(hostDescription(url)) (\(detail)); check the host and port and that the server is running")
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return KeyBridgeError(.transport, "cannot resolve the host in \(hostDescription(url)) (\(detail)); check the URL")
+        case CURLE_OPERATION_TIMEDOUT:
+            return KeyBridgeError(.transport, "\(hostDescription(url)) did not answer in time (\(detail)); raise --max-time or --connect-timeout")
+        case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT:
+            return KeyBridgeError(.usage, "the URL is not a usable http(s) URL (\(detail))")
+        default:
+            return KeyBridgeError(.transport, "the request to \(hostDescription(url)) failed: \(detail) (libcurl code \(code.rawValue)).\(tokenCause)")
+        }
+    }
+
+    private func hostDescription(_ url: String) -> String {
+        URLComponents(string: url).map { "\($0.host ?? "?")\($0.port.map { ":\($0)" } ?? "")" } ?? url
+    }
+}
+
+/// Per-transfer state reached from libcurl and OpenSSL callbacks through an unretained pointer;
+/// the client's lock keeps it to one transfer at a time.
+final class TransferState: @unchecked Sendable {
+    // Only touched by the thread running the current transfer.
+    var identity: ClientIdentity?
+    var body = Data()
+    var headers: [(name: String, value: String)] = []
+    var statusLine = ""
+    var session: TLSSessionInfo?
+    var tokenFailure: String?
+
+    func reset() {
+        body = Data()
+        headers = []
+        statusLine = ""
+        session = nil
+        tokenFailure = nil
+    }
+}
+
+enum CurlGlobal {
+    private static let once: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+    static func initialize() { _ = once }
+}
+
+/// The SSL_CTX ex-data slot where a context finds its transfer state during the handshake.
+private let transferSlot: Int32 = CKeyBridgeShims_SSL_CTX_get_ex_new_index()
+
+private func transferState(_ pointer: UnsafeMutableRawPointer?) -> TransferState? {
+    guard let pointer else { return nil }
+    return Unmanaged<TransferState>.fromOpaque(pointer).takeUnretainedValue()
+}
+
+private func receiveBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ state: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let transfer = transferState(state) else { return 0 }
+    transfer.body.append(UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count)
+    return size * count
+}
+
+private func receiveHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ state: UnsafeMutableRawPointer?) -> Int {
+    guard let data, let transfer = transferState(state) else { return 0 }
+    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+        .trimmingCharacters(in: .newlines)
+    if line.hasPrefix("HTTP/") {
+        // A new status line starts a new header block (after 100 Continue, for example).
+        transfer.statusLine = line
+        transfer.headers = []
+    } else if let colon = line.firstIndex(of: ":") {
+        transfer.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+    }
+    return size * count
+}
+
+/// Installs the client chain and key on the SSL_CTX that libcurl made for this connection.
+private func installIdentity(_ curl: UnsafeMutableRawPointer?, _ context: UnsafeMutableRawPointer?, _ state: UnsafeMutableRawPointer?) -> CURLcode {
+    guard let context, let transfer = transferState(state) else { return CURLE_SSL_CERTPROBLEM }
+    let sslContext = OpaquePointer(context)
+    SSL_CTX_set_ex_data(sslContext, transferSlot, state)
+    SSL_CTX_set_info_callback(sslContext, recordHandshake)
+    guard let identity = transfer.identity else { return CURLE_OK }
+    guard SSL_CTX_use_certificate(sslContext, identity.leaf) == 1 else { return CURLE_SSL_CERTPROBLEM }
+    for certificate in identity.intermediates {
+        guard CKeyBridgeShims_SSL_CTX_add1_chain_cert(sslContext, certificate) == 1 else { return CURLE_SSL_CERTPROBLEM }
+    }
+    guard SSL_CTX_use_PrivateKey(sslContext, identity.privateKey) == 1 else {
+        transfer.tokenFailure = OpenSSLError.drainQueue().joined(separator: "; ")
+        return CURLE_SSL_CERTPROBLEM
+    }
+    return CURLE_OK
+}
+
+private func recordHandshake(_ ssl: OpaquePointer?, _ event: Int32, _ value: Int32) {
+    if event & Int32(SSL_CB_ALERT) != 0, let failure = ProviderDiagnostics.takeLastFailure(),
+       let ssl, let transfer = transferState(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), transferSlot)) {
+        transfer.tokenFailure = failure
+    }
+    guard event & Int32(SSL_CB_HANDSHAKE_DONE) != 0, let ssl,
+          let transfer = transferState(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), transferSlot)) else { return }
+    let version = String(cString: SSL_get_version(ssl))
+    let cipher = SSL_get_current_cipher(ssl).flatMap { SSL_CIPHER_get_name($0) }.map { String(cString: $0) } ?? "?"
+    var scheme: String?
+    var mechanism: String?
+    var typeNID: Int32 = 0
+    var digestNID: Int32 = 0
+    if SSL_get_signature_type_nid(ssl, &typeNID) == 1, CKeyBridgeShims_SSL_get_signature_nid(ssl, &digestNID) == 1,
+       SSL_get_certificate(ssl) != nil {
+        scheme = SignatureSchemeName.make(typeNID: typeNID, digestNID: digestNID,
+                                          key: SSL_get_privatekey(ssl), version: version)
+        mechanism = ProviderDiagnostics.lastMechanism
+    }
+    transfer.session = TLSSessionInfo(version: version, cipher: cipher, clientSignatureScheme: scheme, tokenMechanism: mechanism)
+}
+
+/// Builds the TLS SignatureScheme name (RFC 8446 section 4.2.3) from what OpenSSL reports.
+enum SignatureSchemeName {
+    static func make(typeNID: Int32, digestNID: Int32, key: OpaquePointer?, version: String) -> String {
+        let digest = OBJ_nid2sn(digestNID).map { String(cString: $0).lowercased().replacingOccurrences(of: "-", with: "") } ?? "?"
+        switch typeNID {
+        case EVP_PKEY_RSA_PSS: return "rsa_pss_rsae_\(digest)"
+        case EVP_PKEY_RSA: return "rsa_pkcs1_\(digest)"
+        case EVP_PKEY_EC:
+            guard version == "TLSv1.3", let key else { return "ecdsa_\(digest)" }
+            var name = [CChar](repeating: 0, count: 64)
+            var length = 0
+            guard EVP_PKEY_get_group_name(key, &name, name.count, &length) == 1 else { return "ecdsa_\(digest)" }
+            let group = name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            let tlsName = ["prime256v1": "secp256r1", "secp384r1": "secp384r1", "secp521r1": "secp521r1"][group] ?? group
+            return "ecdsa_\(tlsName)_\(digest)"
+        default:
+            return OBJ_nid2sn(typeNID).map { String(cString: $0) + "+\(digest)" } ?? "unknown"
+        }
+    }
+}

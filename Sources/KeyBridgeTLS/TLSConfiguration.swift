@@ -1,0 +1,105 @@
+import Foundation
+
+/// TLS protocol versions KeyBridge offers.
+public enum TLSVersion: String, Sendable, Hashable, Comparable, CaseIterable {
+    case v1_2 = "1.2"
+    case v1_3 = "1.3"
+
+    public static func < (lhs: TLSVersion, rhs: TLSVersion) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// Where the client's private key lives.
+public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
+    /// A key on a PKCS#11 token, named by an RFC 7512 URI. It never leaves the token.
+    case pkcs11(String)
+    /// A PEM private key file; for comparison and migration only, as the key is then in memory.
+    case pemFile(String)
+
+    /// Reads a command-line style reference: a `pkcs11:` URI or a file path.
+    public init(parsing text: String) {
+        self = text.lowercased().hasPrefix("pkcs11:") ? .pkcs11(text) : .pemFile(text)
+    }
+
+    /// Describes the reference without its query part, which may carry a PIN.
+    public var description: String {
+        switch self {
+        case let .pkcs11(uri): return String(uri.prefix { $0 != "?" })
+        case let .pemFile(path): return path
+        }
+    }
+}
+
+/// Where the client certificate chain comes from.
+public enum CertificateChainSource: Sendable, Hashable, CustomStringConvertible {
+    /// A PEM file with the leaf first, then the intermediates; all are sent to the server.
+    case pemFile(String)
+
+    public var description: String {
+        switch self {
+        case let .pemFile(path): return path
+        }
+    }
+}
+
+/// The roots used to check the server's certificate.
+public enum TrustRoots: Sendable, Hashable {
+    /// The system's CA bundle.
+    case system
+    /// Only the certificates in this PEM file.
+    case pemFile(String)
+}
+
+/// Everything needed to make an mTLS connection. Hostname verification is always on.
+public struct TLSConfiguration: Sendable, Hashable {
+    public var certificateChain: CertificateChainSource?
+    public var key: KeyReference?
+    public var trustRoots: TrustRoots
+    public var minimumVersion: TLSVersion
+    public var maximumVersion: TLSVersion
+
+    public init(certificateChain: CertificateChainSource? = nil, key: KeyReference? = nil,
+                trustRoots: TrustRoots = .system, minimumVersion: TLSVersion = .v1_2,
+                maximumVersion: TLSVersion = .v1_3) {
+        self.certificateChain = certificateChain
+        self.key = key
+        self.trustRoots = trustRoots
+        self.minimumVersion = minimumVersion
+        self.maximumVersion = maximumVersion
+    }
+}
+
+/// An error from the TLS client, with a category a program can act on and a sentence naming
+/// the cause and the fix. Never contains a PIN.
+public struct KeyBridgeError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is; maps to the command-line exit code.
+    public struct Kind: RawRepresentable, Sendable, Hashable {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// The command line or configuration is wrong.
+        public static let usage = Kind(rawValue: "usage")
+        /// The key could not be found, logged in to or used.
+        public static let key = Kind(rawValue: "key")
+        /// The certificate chain could not be read, or does not belong to the key.
+        public static let certificate = Kind(rawValue: "certificate")
+        /// The server's certificate was not trusted or did not match the host.
+        public static let serverVerification = Kind(rawValue: "server-verification")
+        /// The TLS handshake failed for another reason (for example the server rejected us).
+        public static let handshake = Kind(rawValue: "handshake")
+        /// Connecting, sending or receiving failed.
+        public static let transport = Kind(rawValue: "transport")
+        /// The server answered with an HTTP error status (with `--fail`).
+        public static let httpStatus = Kind(rawValue: "http-status")
+        /// A local file could not be read or written.
+        public static let file = Kind(rawValue: "file")
+    }
+
+    public var kind: Kind
+    public var reason: String
+
+    public init(_ kind: Kind, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    public var description: String { reason }
+}
