@@ -1,0 +1,68 @@
+import Foundation
+
+enum KeyBridgeVersion {
+    static let current = "0.1.0"
+}
+
+/// Messages for people go to standard error; response bodies go to standard output.
+enum Output {
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("keybridge: error: \(message)\n".utf8))
+    }
+
+    static func verbose(_ message: String) {
+        FileHandle.standardError.write(Data("* \(message)\n".utf8))
+    }
+
+    static func raw(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}
+
+enum Help {
+    static let overview = """
+    keybridge — mutual TLS and request signing with keys that stay in a PKCS#11 token
+
+    Usage: keybridge <command> [options]
+
+    Commands:
+      request URL    Send an HTTPS request with a client certificate whose key is on a token
+                     (curl-style flags; see 'keybridge request --help')
+      --version      Print the version
+
+    Keys are named by RFC 7512 URIs, for example:
+      'pkcs11:token=keybridge;object=client-rsa;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/pin'
+    The PIN comes from the URI's pin-source file, then KEYBRIDGE_PIN, then pin-value (warned
+    about), then a prompt on a terminal. It is never printed.
+    """
+
+    static let request = """
+    Usage: keybridge request [options] URL
+
+    Sends one HTTPS request using a client certificate; the private key stays on the token.
+    The response body goes to standard output.
+
+    Options:
+      -X, --request METHOD       HTTP method (default GET, or POST when a body is given)
+      -H, --header 'Name: value' Add a request header (repeatable)
+      -d, --data DATA            Request body; @FILE reads a file, @- reads standard input
+          --data-binary DATA     Same as --data
+          --cert FILE            Client certificate chain in PEM: leaf first, then intermediates
+          --key KEY              pkcs11: URI of the private key (or a PEM key file, for comparison)
+          --cacert FILE          Trust only these CA certificates for the server
+      -o, --output FILE          Write the body to FILE instead of standard output
+      -i, --include              Print the response status line and headers before the body
+      -f, --fail                 Exit with status 22 when the server answers 400 or above
+      -v, --verbose              Show TLS version, cipher, client signature scheme and key location
+          --tlsv1.2, --tlsv1.3   Lowest TLS version to use (default 1.2)
+          --tls-max VERSION      Highest TLS version to use: 1.2 or 1.3 (default 1.3)
+          --connect-timeout SEC  Give up connecting after SEC seconds (default 30)
+      -m, --max-time SEC         Give up on the whole request after SEC seconds
+      -h, --help                 Show this help
+
+    Exit status: 0 success; 2 usage; 3 key or token problem; 4 certificate problem (including a
+    certificate that does not match the key); 7 cannot connect; 22 HTTP error with --fail;
+    26 a local file cannot be read or written; 28 timeout; 35 TLS
+    handshake failed; 60 server certificate not trusted.
+    """
+}

@@ -1,0 +1,192 @@
+import Foundation
+import KeyBridgeTLS
+import PKCS11
+
+/// `keybridge request`: one HTTPS request with curl-style flags.
+enum RequestCommand {
+    struct Options {
+        var url: String?
+        var method: String?
+        var headers: [(name: String, value: String)] = []
+        var data: String?
+        var certificate: String?
+        var key: String?
+        var caCertificate: String?
+        var output: String?
+        var include = false
+        var fail = false
+        var verbose = false
+        var minimumVersion: TLSVersion = .v1_2
+        var maximumVersion: TLSVersion = .v1_3
+        var connectTimeout = 30
+        var maxTime = 0
+    }
+
+    struct UsageError: Error { var message: String }
+
+    static func run(_ arguments: [String]) -> Int32 {
+        let options: Options
+        do {
+            guard let parsed = try parse(arguments) else {
+                print(Help.request)
+                return 0
+            }
+            options = parsed
+        } catch {
+            Output.error("\(error.message); run 'keybridge request --help' for the options")
+            return 2
+        }
+        do {
+            return try perform(options)
+        } catch {
+            Output.error(error.reason)
+            return exitCode(for: error.kind)
+        }
+    }
+
+    static func exitCode(for kind: KeyBridgeError.Kind) -> Int32 {
+        switch kind {
+        case .usage: return 2
+        case .key: return 3
+        case .certificate: return 4
+        case .file: return 26
+        case .serverVerification: return 60
+        case .handshake: return 35
+        case .httpStatus: return 22
+        default: return 7
+        }
+    }
+
+    static func parse(_ arguments: [String]) throws(UsageError) -> Options? {
+        var options = Options()
+        var index = 0
+        func value(_ flag: String) throws(UsageError) -> String {
+            index += 1
+            guard index < arguments.count else { throw UsageError(message: "\(flag) needs a value") }
+            return arguments[index]
+        }
+        func seconds(_ flag: String) throws(UsageError) -> Int {
+            let text = try value(flag)
+            guard let number = Int(text), number >= 0 else { throw UsageError(message: "\(flag) needs a whole number of seconds, not '\(text)'") }
+            return number
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            switch argument {
+            case "-h", "--help": return nil
+            case "-X", "--request": options.method = try value(argument)
+            case "-H", "--header":
+                let line = try value(argument)
+                guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
+                    throw UsageError(message: "header '\(line.prefix(40))' is not of the form 'Name: value'")
+                }
+                options.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            case "-d", "--data", "--data-binary": options.data = try value(argument)
+            case "--cert", "-E": options.certificate = try value(argument)
+            case "--key": options.key = try value(argument)
+            case "--cacert": options.caCertificate = try value(argument)
+            case "-o", "--output": options.output = try value(argument)
+            case "-i", "--include": options.include = true
+            case "-f", "--fail": options.fail = true
+            case "-v", "--verbose": options.verbose = true
+            case "-s", "--silent": break
+            case "--tlsv1.2": options.minimumVersion = .v1_2
+            case "--tlsv1.3": options.minimumVersion = .v1_3
+            case "--tls-max":
+                let text = try value(argument)
+                guard let version = TLSVersion(rawValue: text) else { throw UsageError(message: "--tls-max takes 1.2 or 1.3, not '\(text)'") }
+                options.maximumVersion = version
+            case "--connect-timeout": options.connectTimeout = try seconds(argument)
+            case "-m", "--max-time": options.maxTime = try seconds(argument)
+            default:
+                if argument.hasPrefix("-") && argument.count > 1 {
+                    throw UsageError(message: "unknown option '\(argument)'")
+                }
+                guard options.url == nil else { throw UsageError(message: "only one URL is allowed (got '\(argument)' as well)") }
+                options.url = argument
+            }
+            index += 1
+        }
+        guard options.url != nil else { throw UsageError(message: "no URL given") }
+        guard options.minimumVersion <= options.maximumVersion else {
+            throw UsageError(message: "the lowest TLS version is above --tls-max")
+        }
+        return options
+    }
+
+    static func readBody(_ data: String) throws(KeyBridgeError) -> Data {
+        guard data.hasPrefix("@") else { return Data(data.utf8) }
+        let path = String(data.dropFirst())
+        if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
+        guard let contents = FileManager.default.contents(atPath: path) else {
+            throw KeyBridgeError(.file, "cannot read the request body file \(path); check the path after @")
+        }
+        return contents
+    }
+
+    static func perform(_ options: Options) throws(KeyBridgeError) -> Int32 {
+        guard let url = options.url else { throw KeyBridgeError(.usage, "no URL given") }
+        let configuration = TLSConfiguration(
+            certificateChain: options.certificate.map { .pemFile($0) },
+            key: options.key.map { KeyReference(parsing: $0) },
+            trustRoots: options.caCertificate.map { .pemFile($0) } ?? .system,
+            minimumVersion: options.minimumVersion,
+            maximumVersion: options.maximumVersion)
+        if options.verbose {
+            KeyBridgeLog.debugHandler = { Output.verbose($0) }
+        }
+        let client = try HTTPClient(configuration: configuration)
+        client.connectTimeout = options.connectTimeout
+        client.totalTimeout = options.maxTime
+        if options.verbose, let location = client.keyLocation {
+            let where_ = client.keyIsOnToken ? "on the token (private operations run there): \(location)" : location
+            Output.verbose("client key \(where_)")
+            if let subject = client.clientCertificateSubject { Output.verbose("client certificate: \(subject)") }
+        }
+        let body = try options.data.map { text throws(KeyBridgeError) in try readBody(text) }
+        let method = options.method ?? (body == nil ? "GET" : "POST")
+        var headers = options.headers
+        if body != nil, !headers.contains(where: { $0.name.lowercased() == "content-type" }) {
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        }
+        let response = try client.send(HTTPRequest(method: method, url: url, headers: headers, body: body))
+        if options.verbose {
+            if let tls = response.tls {
+                Output.verbose("TLS: \(tls.version), cipher \(tls.cipher)")
+                if let scheme = tls.clientSignatureScheme {
+                    Output.verbose("client CertificateVerify: \(scheme)" + (tls.tokenMechanism.map { ", signed on the token with \($0)" } ?? ""))
+                } else {
+                    Output.verbose("the server did not ask for a client certificate")
+                }
+            }
+            Output.verbose("\(method) \(url)")
+            Output.verbose("response: \(response.statusLine)")
+        }
+        var output = Data()
+        if options.include {
+            output.append(Data((response.statusLine + "\r\n").utf8))
+            for header in response.headers { output.append(Data("\(header.name): \(header.value)\r\n".utf8)) }
+            output.append(Data("\r\n".utf8))
+        }
+        output.append(response.body)
+        if options.fail && response.status >= 400 {
+            Output.error("the server answered \(response.statusLine)")
+            return 22
+        }
+        try write(output, to: options.output)
+        return 0
+    }
+
+    /// Writes to a temporary file and renames it, so a failed run never leaves a half-written file.
+    static func write(_ data: Data, to path: String?) throws(KeyBridgeError) {
+        guard let path else {
+            FileHandle.standardOutput.write(data)
+            return
+        }
+        do {
+            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw KeyBridgeError(.file, "cannot write the response to \(path): \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,21 @@
+import Foundation
+import KeyBridgeTLS
+import PKCS11
+
+/// The `keybridge` command line. Each subcommand returns its exit status.
+let arguments = Array(CommandLine.arguments.dropFirst())
+let status: Int32
+switch arguments.first {
+case "request":
+    status = RequestCommand.run(Array(arguments.dropFirst()))
+case "-h", "--help", "help", nil:
+    print(Help.overview)
+    status = arguments.isEmpty ? 2 : 0
+case "--version", "version":
+    print("keybridge \(KeyBridgeVersion.current)")
+    status = 0
+case let other?:
+    Output.error("unknown command '\(other)'; run 'keybridge --help' for the list")
+    status = 2
+}
+exit(status)
