@@ -1,0 +1,63 @@
+# KeyBridge: developer and CI entry points.
+#
+#   make deps    install the Debian packages that are missing (apt, as root)
+#   make build   swift build
+#   make setup   deps + ./softhsm-setup (token and test PKI in .state)
+#   make demo    mTLS request with the token's RSA key to a local nginx bank
+#   make test    deps + setup + swift test
+#   make clean   remove .state and .build
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+STATE := $(CURDIR)/.state
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+SWIFT_TEST_FLAGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# softhsm2: development/test token; opensc: pkcs11-tool; nginx-light: peer
+# server; libengine-pkcs11-openssl: libp11 engine (CSRs, baseline); p11-kit,
+# p11-kit-modules: token in another process; *-dev + pkg-config: the build.
+# openssl (the CLI) and libp11-kit-dev (PKCS#11 headers, pkg-config
+# p11-kit-1) are needed too and not always pulled in by the others.
+DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
+	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
+	libp11-kit-dev openssl
+
+.PHONY: deps build setup demo test clean
+
+deps:
+	@missing=(); \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Abbrev}' "$$p" 2>/dev/null | grep -q '^ii' || missing+=("$$p"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+	  echo "deps: installing $${missing[*]}"; \
+	  $(SUDO) apt-get update; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y "$${missing[@]}"; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+setup: deps
+	./softhsm-setup --state $(STATE)
+
+# Always stops nginx, and exits with the request's status.
+demo: deps build setup
+	@port=$$(scripts/bank-nginx start $(STATE)); \
+	trap 'scripts/bank-nginx stop $(STATE)' EXIT; \
+	echo "bank nginx on https://localhost:$$port"; \
+	SOFTHSM2_CONF=$(STATE)/softhsm2.conf .build/debug/keybridge request -v \
+	  --cacert .state/pki/root-ca.pem --cert .state/pki/client-rsa-chain.pem \
+	  --key "$$(cat .state/uris/rsa)" --tlsv1.3 https://localhost:$$port/accounts
+
+# Tests make their own token directories with ./softhsm-setup --state <tmp>;
+# setup here checks the script and the packages before the long build.
+test: deps setup
+	$(SWIFT) test $(SWIFT_TEST_FLAGS)
+
+clean:
+	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi
+	rm -rf $(STATE) .build
