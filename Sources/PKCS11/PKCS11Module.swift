@@ -29,11 +29,19 @@ public final class PKCS11Module: @unchecked Sendable {
         return FileManager.default.fileExists(atPath: softHSM) ? softHSM : nil
     }
 
+    /// Debian's multiarch folder name for this machine.
+    static var multiarchTriplet: String {
+        var system = utsname()
+        uname(&system)
+        let machine = fixedString(system.machine)
+        return (machine == "arm64" ? "aarch64" : machine) + "-linux-gnu"
+    }
+
     /// Loads (once per process) the module a URI names with `module-path` or `module-name`.
     public static func load(for uri: PKCS11URI) throws(PKCS11Error) -> PKCS11Module {
         if let path = uri.modulePath { return try load(path: path) }
         if let name = uri.moduleName {
-            let directory = "/usr/lib/x86_64-linux-gnu/pkcs11"
+            let directory = "/usr/lib/\(multiarchTriplet)/pkcs11"
             let candidates = ["\(directory)/\(name).so", "\(directory)/\(name)", "/usr/lib/softhsm/\(name).so"]
             guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                 throw PKCS11Error(function: "module-name",
@@ -155,7 +163,8 @@ public final class PKCS11Module: @unchecked Sendable {
             throw PKCS11Error(function: "token lookup",
                               reason: "the module \(path) (\(info.manufacturer) \(info.description) \(info.libraryVersion)) does not match the URI's library-* attributes; fix them or module-path")
         }
-        let candidates = try slots(tokenPresent: true)
+        // An uninitialised token (SoftHSM always shows a free one) can hold no keys.
+        let candidates = try slots(tokenPresent: true).filter { $0.token?.flags.contains(.tokenInitialized) == true }
         let matching = candidates.filter { $0.matches(uri) }
         guard let chosen = matching.first, chosen.token != nil else {
             let present = candidates.compactMap { slot in slot.token.map { "'\($0.label)' (serial \($0.serialNumber), slot \(slot.id))" } }

@@ -143,7 +143,10 @@ public final class PrivateKey: @unchecked Sendable {
         let offered = try token.mechanisms()
         let currentHandle = lock.withLock { handle }
         guard let raw = try token.attribute(.allowedMechanisms, of: currentHandle), !raw.isEmpty else { return offered }
-        let allowed = raw.withUnsafeBytes { Array($0.bindMemory(to: UInt.self)) }
+        let stride = MemoryLayout<UInt>.size
+        let allowed = raw.withUnsafeBytes { bytes in
+            (0..<(bytes.count / stride)).map { bytes.loadUnaligned(fromByteOffset: $0 * stride, as: UInt.self) }
+        }
         return offered.intersection(allowed)
     }
 

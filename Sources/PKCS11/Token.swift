@@ -18,6 +18,8 @@ public final class Token: @unchecked Sendable {
     private var loggedIn = false
     private var goodPIN: PIN?
     private var failedPINFingerprints: Set<Int> = []
+    /// Held for a whole login, so two threads cannot both spend an attempt on the same wrong PIN.
+    private let loginLock = NSLock()
 
     init(module: PKCS11Module, slotID: UInt) {
         self.module = module
@@ -105,6 +107,8 @@ public final class Token: @unchecked Sendable {
     /// Refuses, without calling `C_Login`, when the token reports the PIN locked, on its final try
     /// or due for change, and when this PIN has failed before: a retry could lock the token.
     public func login(pin: PIN?) throws(PKCS11Error) {
+        loginLock.lock()
+        defer { loginLock.unlock() }
         let tokenInfo = try info()
         if !tokenInfo.flags.contains(.loginRequired) { return }
         if isLoggedIn { return }
