@@ -55,7 +55,9 @@ demo: deps build setup
 
 # Tests make their own token directories with ./softhsm-setup --state <tmp>;
 # setup here checks the script and the packages before the long build.
+# The CLI tests run the built keybridge binary, so build it first.
 test: deps setup
+	$(SWIFT) build
 	$(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 clean:
