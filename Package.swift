@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "PKCS11", targets: ["PKCS11"]),
         .library(name: "KeyBridgeProvider", targets: ["KeyBridgeProvider"]),
         .library(name: "KeyBridgeTLS", targets: ["KeyBridgeTLS"]),
+        .library(name: "keybridge-provider", type: .dynamic, targets: ["KeyBridgeProviderModule"]),
         .executable(name: "keybridge", targets: ["keybridge"]),
     ],
     targets: [
@@ -16,6 +17,7 @@ let package = Package(
         .target(name: "CKeyBridgeShims", dependencies: ["COpenSSL", "CPKCS11", "CCurl"]),
         .target(name: "PKCS11", dependencies: ["CPKCS11", "CKeyBridgeShims"]),
         .target(name: "KeyBridgeProvider", dependencies: ["PKCS11", "COpenSSL", "CKeyBridgeShims"]),
+        .target(name: "KeyBridgeProviderModule", dependencies: ["KeyBridgeProvider"]),
         .target(name: "KeyBridgeTLS", dependencies: ["PKCS11", "KeyBridgeProvider", "COpenSSL", "CCurl", "CKeyBridgeShims"]),
         .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "PKCS11"]),
         .target(name: "KeyBridgeTestSupport", path: "Tests/KeyBridgeTestSupport"),

@@ -38,6 +38,15 @@ public enum KeyBridgeProvider {
                                                      UnsafeMutablePointer<UnsafePointer<OSSL_DISPATCH>?>?,
                                                      UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 = initializeProvider
 
+    /// The provider entry point for the loadable module, with `OSSL_provider_init_fn`'s
+    /// parameters as raw pointers.
+    package static func initializeModule(handle: OpaquePointer?, core: UnsafeRawPointer?,
+                                         out: UnsafeMutableRawPointer?, context: UnsafeMutableRawPointer?) -> Int32 {
+        providerInit(handle, core?.assumingMemoryBound(to: OSSL_DISPATCH.self),
+                     out?.assumingMemoryBound(to: UnsafePointer<OSSL_DISPATCH>?.self),
+                     context?.assumingMemoryBound(to: UnsafeMutableRawPointer?.self))
+    }
+
     /// Opens a `pkcs11:` URI through OSSL_STORE and returns the key, owned by the caller
     /// (free with `EVP_PKEY_free`).
     package static func loadPrivateKey(uri: String) throws(OpenSSLError) -> OpaquePointer {
