@@ -64,6 +64,7 @@ public final class TestToken: Sendable {
 
 public struct CommandError: Error, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
