@@ -33,11 +33,31 @@ public final class ProviderKey: @unchecked Sendable {
     package let pkey: OpaquePointer
     /// "RSA" or "EC".
     public let algorithm: String
+    /// The TLS signature algorithms (OpenSSL list names) the token can make with this key.
+    public let tlsSignatureAlgorithms: [String]
+    /// The mechanisms the key may use on its token, as `CKM_` names, for messages.
+    public let mechanismSummary: String
 
     /// Opens the key a `pkcs11:` URI names. Loads the provider if needed.
     public init(uri: String) throws(OpenSSLError) {
         pkey = try KeyBridgeProvider.loadPrivateKey(uri: uri)
-        algorithm = EVP_PKEY_is_a(pkey, "RSA") == 1 ? "RSA" : "EC"
+        let isRSA = EVP_PKEY_is_a(pkey, "RSA") == 1
+        algorithm = isRSA ? "RSA" : "EC"
+        // The store has just resolved this URI, so this is a cache hit, not a second search.
+        do {
+            let tokenKey = try PrivateKey.resolve(PKCS11URI(parsing: uri), allowPrompt: false)
+            let usable = try tokenKey.usableMechanisms()
+            tlsSignatureAlgorithms = MechanismChoice.tlsSignatureAlgorithms(algorithm: isRSA ? .rsa : .ec, usable: usable)
+            mechanismSummary = MechanismChoice.describe(usable)
+        } catch {
+            EVP_PKEY_free(pkey)
+            throw OpenSSLError(function: "mechanism list", reason: "\(error)")
+        }
+    }
+
+    /// Whether the key can sign a TLS 1.3 CertificateVerify (RSA keys need RSA-PSS there).
+    public var supportsTLS13: Bool {
+        tlsSignatureAlgorithms.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") }
     }
 
     deinit { EVP_PKEY_free(pkey) }

@@ -12,6 +12,9 @@ final class SignatureContext: @unchecked Sendable {
     var mgf1Digest: HashAlgorithm?
     var saltLength: Int32 = RSA_PSS_SALTLEN_AUTO
     var digestContext: OpaquePointer?
+    /// The unhashed input of a digest-sign, kept (up to a limit) for tokens that hash themselves.
+    var message: [UInt8]?
+    static let messageLimit = 1 << 20
 
     init() {}
 
@@ -24,6 +27,7 @@ final class SignatureContext: @unchecked Sendable {
         twin.digest = digest
         twin.mgf1Digest = mgf1Digest
         twin.saltLength = saltLength
+        twin.message = message
         if let digestContext {
             guard let copied = EVP_MD_CTX_new() else { return nil }
             guard EVP_MD_CTX_copy_ex(copied, digestContext) == 1 else {
@@ -35,54 +39,81 @@ final class SignatureContext: @unchecked Sendable {
         return twin
     }
 
-    /// The token mechanism for signing a digest of `digestLength` bytes with the current settings.
-    func mechanism(for key: KeyObject, digestLength: Int) throws(OpenSSLError) -> SignatureMechanism {
+    /// The salt length for a PSS signature with `hash` on `key`, resolving OpenSSL's special values.
+    func pssSaltLength(for key: KeyObject, hash: HashAlgorithm) throws(OpenSSLError) -> Int {
+        let maximumSalt = (key.bits - 1 + 7) / 8 - hash.length - 2
+        let salt: Int
+        switch saltLength {
+        case RSA_PSS_SALTLEN_DIGEST: salt = hash.length
+        case RSA_PSS_SALTLEN_AUTO, RSA_PSS_SALTLEN_MAX: salt = maximumSalt
+        default: salt = Int(saltLength)
+        }
+        guard salt >= 0, salt <= maximumSalt else {
+            throw OpenSSLError(function: "RSA-PSS", reason: "salt length \(salt) does not fit a \(key.bits)-bit key")
+        }
+        return salt
+    }
+
+    /// Chooses how to sign, from the mechanisms this key may use on its token.
+    func plan(for key: KeyObject, tokenKey: PrivateKey, digestLength: Int, messageAvailable: Bool) throws(OpenSSLError) -> SigningPlan {
+        let usable: Set<UInt>
+        do {
+            usable = try tokenKey.usableMechanisms()
+        } catch {
+            throw OpenSSLError(function: error.function, reason: error.description)
+        }
         switch key.algorithm {
         case .ec:
-            return .ecdsa
+            return try MechanismChoice.ecdsa(hash: digest, usable: usable, messageAvailable: messageAvailable)
         case .rsa:
             switch padding {
             case RSA_PKCS1_PADDING:
-                return .rsaPKCS1
+                return try MechanismChoice.rsa(padding: .pkcs1, hash: digest, usable: usable, messageAvailable: messageAvailable)
             case RSA_PKCS1_PSS_PADDING:
                 guard let hash = digest ?? HashAlgorithm.allCases.first(where: { $0.length == digestLength }) else {
                     throw OpenSSLError(function: "RSA-PSS", reason: "no digest is set for the PSS signature")
                 }
-                let maximumSalt = (key.bits - 1 + 7) / 8 - hash.length - 2
-                let salt: Int
-                switch saltLength {
-                case RSA_PSS_SALTLEN_DIGEST: salt = hash.length
-                case RSA_PSS_SALTLEN_AUTO, RSA_PSS_SALTLEN_MAX: salt = maximumSalt
-                default: salt = Int(saltLength)
-                }
-                guard salt >= 0, salt <= maximumSalt else {
-                    throw OpenSSLError(function: "RSA-PSS", reason: "salt length \(salt) does not fit a \(key.bits)-bit key")
-                }
-                return .rsaPSS(hash: hash, mgf1: mgf1Digest ?? hash, saltLength: salt)
+                let salt = try pssSaltLength(for: key, hash: hash)
+                return try MechanismChoice.rsa(padding: .pss(mgf1: mgf1Digest ?? hash, saltLength: salt), hash: hash,
+                                               usable: usable, messageAvailable: messageAvailable)
             default:
                 throw OpenSSLError(function: "RSA", reason: "padding mode \(padding) is not supported by a token key; use PKCS#1 v1.5 or PSS")
             }
         }
     }
 
-    /// Signs a digest (or, without a digest, raw input for PKCS#1) on the token, returning what
-    /// OpenSSL expects: a PKCS#1 or PSS block, or a DER ECDSA signature.
-    func signOnToken(_ input: [UInt8]) throws(OpenSSLError) -> [UInt8] {
+    /// Signs on the token and returns what OpenSSL expects: a PKCS#1 or PSS block, or a DER
+    /// ECDSA signature. `message` is the unhashed input when OpenSSL gave it (digest-sign).
+    func signOnToken(digestValue input: [UInt8], message: [UInt8]?) throws(OpenSSLError) -> [UInt8] {
         guard let key, let tokenKey = key.tokenKey else {
             throw OpenSSLError(function: "sign", reason: "this key has no private half on a token")
         }
         if let digest, input.count != digest.length {
             throw OpenSSLError(function: "sign", reason: "input of \(input.count) bytes is not a \(digest) digest")
         }
-        let mechanism = try mechanism(for: key, digestLength: input.count)
-        var payload = input
-        if case .rsaPKCS1 = mechanism, let digest {
-            payload = digest.digestInfoPrefix + input
+        let plan = try plan(for: key, tokenKey: tokenKey, digestLength: input.count, messageAvailable: message != nil)
+        let payload: [UInt8]
+        switch plan.input {
+        case .message:
+            payload = message ?? []
+        case .digest:
+            if case .rsaPKCS1 = plan.mechanism, let digest { payload = digest.digestInfoPrefix + input } else { payload = input }
+        case .encodedBlock:
+            let modulusBytes = (key.bits + 7) / 8
+            if padding == RSA_PKCS1_PSS_PADDING {
+                let hash = digest ?? HashAlgorithm.allCases.first(where: { $0.length == input.count }) ?? .sha256
+                payload = try RSAEncoding.pss(digest: input, hash: hash, mgf1: mgf1Digest ?? hash,
+                                              saltLength: try pssSaltLength(for: key, hash: hash), modulusBits: key.bits)
+            } else {
+                payload = try RSAEncoding.pkcs1(digestInfo: (digest?.digestInfoPrefix ?? []) + input, modulusBytes: modulusBytes)
+            }
         }
-        ProviderDiagnostics.recordMechanism(mechanism.description)
+        let choice = "\(plan.mechanism) (\(plan.reason))"
+        ProviderDiagnostics.recordMechanism(choice)
+        KeyBridgeLog.debug("signing with \(choice)")
         let raw: [UInt8]
         do {
-            raw = try tokenKey.sign(payload, mechanism: mechanism)
+            raw = try tokenKey.sign(payload, mechanism: plan.mechanism)
         } catch {
             throw OpenSSLError(function: error.function, reason: error.description)
         }
@@ -195,6 +226,7 @@ private func signatureInit(_ context: UnsafeMutableRawPointer?, _ keydata: Unsaf
     operation.digest = nil
     operation.mgf1Digest = nil
     operation.saltLength = RSA_PSS_SALTLEN_AUTO
+    operation.message = nil
     return applySignatureParams(operation, params)
 }
 
@@ -207,13 +239,13 @@ private func signatureSign(_ context: UnsafeMutableRawPointer?, _ signature: Uns
         return 1
     }
     let data = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
-    return writeSignature(operation, data, signature, signatureLength, signatureSize)
+    return writeSignature(operation, data, nil, signature, signatureLength, signatureSize)
 }
 
-private func writeSignature(_ operation: SignatureContext, _ digestValue: [UInt8], _ output: UnsafeMutablePointer<UInt8>,
-                            _ outputLength: UnsafeMutablePointer<Int>, _ outputSize: Int) -> Int32 {
+private func writeSignature(_ operation: SignatureContext, _ digestValue: [UInt8], _ message: [UInt8]?,
+                            _ output: UnsafeMutablePointer<UInt8>, _ outputLength: UnsafeMutablePointer<Int>, _ outputSize: Int) -> Int32 {
     do {
-        let produced = try operation.signOnToken(digestValue)
+        let produced = try operation.signOnToken(digestValue: digestValue, message: message)
         guard produced.count <= outputSize else {
             raiseProviderError("signature buffer of \(outputSize) bytes is too small for \(produced.count)")
             return 0
@@ -243,6 +275,7 @@ private func digestInit(_ context: UnsafeMutableRawPointer?, _ digestName: Unsaf
         return 0
     }
     operation.digest = hash
+    operation.message = []
     EVP_MD_CTX_free(operation.digestContext)
     operation.digestContext = EVP_MD_CTX_new()
     guard let digestContext = operation.digestContext,
@@ -252,7 +285,15 @@ private func digestInit(_ context: UnsafeMutableRawPointer?, _ digestName: Unsaf
 }
 
 private func digestUpdate(_ context: UnsafeMutableRawPointer?, _ data: UnsafePointer<UInt8>?, _ length: Int) -> Int32 {
-    guard let digestContext = signatureContext(context)?.digestContext else { return 0 }
+    guard let operation = signatureContext(context), let digestContext = operation.digestContext else { return 0 }
+    if let kept = operation.message?.count, let data {
+        // Past the limit, the software digest alone is used.
+        if kept + length <= SignatureContext.messageLimit {
+            operation.message?.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+        } else {
+            operation.message = nil
+        }
+    }
     return EVP_DigestUpdate(digestContext, data, length)
 }
 
@@ -272,7 +313,7 @@ private func digestSignFinal(_ context: UnsafeMutableRawPointer?, _ signature: U
         return 1
     }
     guard let digestValue = finishDigest(operation) else { return 0 }
-    return writeSignature(operation, digestValue, signature, signatureLength, signatureSize)
+    return writeSignature(operation, digestValue, operation.message, signature, signatureLength, signatureSize)
 }
 
 private func digestVerifyFinal(_ context: UnsafeMutableRawPointer?, _ signature: UnsafePointer<UInt8>?, _ signatureLength: Int) -> Int32 {

@@ -15,6 +15,14 @@ final class ClientIdentity: @unchecked Sendable {
     /// For `-v`: where the key is, e.g. "token 'keybridge', object 'client-rsa', id 01".
     let keyLocation: String
     let onToken: Bool
+    /// For token keys: the TLS signature algorithms the token can make, to offer only those.
+    let signatureAlgorithms: [String]?
+    /// For token keys: the signing mechanisms the token offers for the key, for messages.
+    let tokenMechanisms: String?
+    /// RSA token keys without any RSA-PSS path cannot sign in TLS 1.3.
+    var supportsTLS13: Bool {
+        signatureAlgorithms?.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") } ?? true
+    }
 
     init(chain: CertificateChainSource, key: KeyReference) throws(KeyBridgeError) {
         let certificates = try ClientIdentity.readChain(chain)
@@ -39,6 +47,8 @@ final class ClientIdentity: @unchecked Sendable {
             do {
                 let opened = try ProviderKey(uri: text)
                 providerKey = opened
+                signatureAlgorithms = opened.tlsSignatureAlgorithms
+                tokenMechanisms = opened.mechanismSummary
                 privateKey = opened.pkey
                 EVP_PKEY_up_ref(privateKey)
             } catch {
@@ -48,6 +58,8 @@ final class ClientIdentity: @unchecked Sendable {
             onToken = true
         case let .pemFile(path):
             providerKey = nil
+            signatureAlgorithms = nil
+            tokenMechanisms = nil
             do {
                 privateKey = try ClientIdentity.readPEMKey(path)
             } catch {
@@ -57,13 +69,11 @@ final class ClientIdentity: @unchecked Sendable {
             keyLocation = "PEM file \(path)"
             onToken = false
         }
-        do {
-            try confirmKeyMatchesCertificate(chain: chain, key: key)
-        } catch {
-            ClientIdentity.free(certificates)
-            EVP_PKEY_free(privateKey)
-            throw error
+        // Every property is set by now, so a throw here runs deinit, which frees them.
+        if signatureAlgorithms?.isEmpty == true {
+            throw KeyBridgeError(.key, "the token offers no signing mechanism usable for TLS with the key \(key) (it has: \(tokenMechanisms ?? "none")); TLS needs CKM_RSA_PKCS, CKM_RSA_PKCS_PSS or CKM_RSA_X_509 for RSA, CKM_ECDSA for EC")
         }
+        try confirmKeyMatchesCertificate(chain: chain, key: key)
     }
 
     deinit {

@@ -91,6 +91,7 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Sends a request and waits for the whole response.
     public func send(_ request: HTTPRequest) throws(KeyBridgeError) -> HTTPResponse {
+        try checkVersions()
         lock.lock()
         defer { lock.unlock() }
         curl_easy_reset(handle)
@@ -129,6 +130,17 @@ public final class HTTPClient: @unchecked Sendable {
                             body: transfer.body, tls: transfer.session)
     }
 
+    /// The highest TLS version the key can sign for: an RSA token key without RSA-PSS is held
+    /// to TLS 1.2, where PKCS#1 v1.5 signatures are allowed.
+    private var effectiveMaximumVersion: TLSVersion {
+        identity?.supportsTLS13 == false ? .v1_2 : configuration.maximumVersion
+    }
+
+    private func checkVersions() throws(KeyBridgeError) {
+        guard configuration.minimumVersion > effectiveMaximumVersion, let identity else { return }
+        throw KeyBridgeError(.key, "TLS 1.3 needs an RSA-PSS signature, but the token offers none for \(identity.keyLocation) (no CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS or CKM_RSA_X_509; it has \(identity.tokenMechanisms ?? "none")); allow TLS 1.2 (drop --tlsv1.3) or use a token with RSA-PSS")
+    }
+
     private func configure(request: HTTPRequest, headers: UnsafeMutablePointer<curl_slist>?, errorBuffer: UnsafeMutablePointer<CChar>) {
         _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_URL, request.url)
         _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
@@ -144,7 +156,7 @@ public final class HTTPClient: @unchecked Sendable {
             _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_CAPATH, nil)
         }
         let minimum = configuration.minimumVersion == .v1_3 ? CURL_SSLVERSION_TLSv1_3 : CURL_SSLVERSION_TLSv1_2
-        let maximum = configuration.maximumVersion == .v1_2 ? CURL_SSLVERSION_MAX_TLSv1_2 : CURL_SSLVERSION_MAX_TLSv1_3
+        let maximum = effectiveMaximumVersion == .v1_2 ? CURL_SSLVERSION_MAX_TLSv1_2 : CURL_SSLVERSION_MAX_TLSv1_3
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSLVERSION, minimum | maximum)
         _ = CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(handle, installIdentity)
         _ = CKeyBridgeShims_curl_easy_setopt_write_function(handle, receiveBody)
@@ -169,7 +181,10 @@ public final class HTTPClient: @unchecked Sendable {
         case CURLE_SSL_CERTPROBLEM:
             return KeyBridgeError(.certificate, "the client certificate or key could not be installed (\(detail)).\(tokenCause)")
         case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR:
-            let rejected = detail.contains("alert") ? " The server rejected the handshake: check that it trusts the issuer of the client certificate and that --cert includes the intermediates." : ""
+            var rejected = detail.contains("alert") ? " The server rejected the handshake: check that it trusts the issuer of the client certificate and that --cert includes the intermediates." : ""
+            if identity?.supportsTLS13 == false && configuration.maximumVersion == .v1_3 {
+                rejected += " KeyBridge offered only TLS 1.2, because the token has no RSA-PSS mechanism for this key (it has \(identity?.tokenMechanisms ?? "none")); a server that requires TLS 1.3 needs CKM_RSA_PKCS_PSS or CKM_RSA_X_509."
+            }
             let kind: KeyBridgeError.Kind = code == CURLE_SSL_CONNECT_ERROR || !detail.isEmpty && detail.contains("alert") ? .handshake : .transport
             return KeyBridgeError(kind, "the TLS connection to \(hostDescription(url)) failed: \(detail).\(rejected)\(tokenCause)")
         case CURLE_COULDNT_CONNECT:
@@ -251,6 +266,13 @@ private func installIdentity(_ curl: UnsafeMutableRawPointer?, _ context: Unsafe
     SSL_CTX_set_info_callback(sslContext, recordHandshake)
     guard let identity = transfer.identity else { return CURLE_OK }
     guard SSL_CTX_use_certificate(sslContext, identity.leaf) == 1 else { return CURLE_SSL_CERTPROBLEM }
+    // Offer only the signature schemes the token can make, so the server never picks one that
+    // would fail halfway through the handshake.
+    if let algorithms = identity.signatureAlgorithms,
+       CKeyBridgeShims_SSL_CTX_set1_client_sigalgs_list(sslContext, algorithms.joined(separator: ":")) != 1 {
+        transfer.tokenFailure = "OpenSSL refused the signature algorithm list \(algorithms.joined(separator: ":"))"
+        return CURLE_SSL_CERTPROBLEM
+    }
     for certificate in identity.intermediates {
         guard CKeyBridgeShims_SSL_CTX_add1_chain_cert(sslContext, certificate) == 1 else { return CURLE_SSL_CERTPROBLEM }
     }

@@ -27,6 +27,7 @@ public final class PrivateKey: @unchecked Sendable {
     public let tokenLabel: String
     private let lock = NSLock()
     private var handle: ObjectHandle
+    private var cachedUsableMechanisms: Set<UInt>?
 
     /// Finds the single private key the URI names, logging in first if the token needs it.
     /// The PIN comes from `pin` if given, else from the URI, `KEYBRIDGE_PIN` or a prompt (see
@@ -140,6 +141,13 @@ public final class PrivateKey: @unchecked Sendable {
     /// Mechanisms the key may use: `CKA_ALLOWED_MECHANISMS` if set and non-empty (SoftHSM leaves it
     /// empty, which means all), intersected with what the token offers.
     public func usableMechanisms() throws(PKCS11Error) -> Set<UInt> {
+        if let cached = lock.withLock({ cachedUsableMechanisms }) { return cached }
+        let usable = try readUsableMechanisms()
+        lock.withLock { cachedUsableMechanisms = usable }
+        return usable
+    }
+
+    private func readUsableMechanisms() throws(PKCS11Error) -> Set<UInt> {
         let offered = try token.mechanisms()
         let currentHandle = lock.withLock { handle }
         guard let raw = try token.attribute(.allowedMechanisms, of: currentHandle), !raw.isEmpty else { return offered }

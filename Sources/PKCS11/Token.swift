@@ -18,6 +18,7 @@ public final class Token: @unchecked Sendable {
     private var loggedIn = false
     private var goodPIN: PIN?
     private var failedPINFingerprints: Set<Int> = []
+    private var cachedMechanisms: Set<UInt>?
     /// Held for a whole login, so two threads cannot both spend an attempt on the same wrong PIN.
     private let loginLock = NSLock()
 
@@ -38,9 +39,12 @@ public final class Token: @unchecked Sendable {
         return loggedIn
     }
 
-    /// Mechanisms offered by the token, as raw `CKM_` values.
+    /// Mechanisms offered by the token, as raw `CKM_` values; read once, then cached.
     public func mechanisms() throws(PKCS11Error) -> Set<UInt> {
-        try module.mechanisms(slotID: slotID)
+        if let cached = lock.withLock({ cachedMechanisms }) { return cached }
+        let offered = try module.mechanisms(slotID: slotID)
+        lock.withLock { cachedMechanisms = offered }
+        return offered
     }
 
     // MARK: Sessions

@@ -51,7 +51,7 @@ final class ProviderSignatureTests: XCTestCase {
             // Control: the same signature is not a PKCS#1 v1.5 one.
             XCTAssertFalse(try verifyWithOpenSSL(key: key, signature: signature, options: [], digest: "-" + hash.rawValue.lowercased()))
         }
-        XCTAssertTrue(ProviderDiagnostics.lastMechanism?.hasPrefix("CKM_RSA_PKCS_PSS") ?? false)
+        XCTAssertTrue(ProviderDiagnostics.lastMechanism?.hasPrefix("CKM_SHA512_RSA_PKCS_PSS") ?? false, ProviderDiagnostics.lastMechanism ?? "none")
     }
 
     func testECDSAP256SignatureVerifiesWithOpenSSL() throws {

@@ -13,6 +13,7 @@ long CKeyBridgeShims_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
 long CKeyBridgeShims_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
 long CKeyBridgeShims_SSL_CTX_add1_chain_cert(SSL_CTX *ctx, X509 *cert);
 long CKeyBridgeShims_SSL_get_signature_nid(SSL *ssl, int *nid);
+long CKeyBridgeShims_SSL_CTX_set1_client_sigalgs_list(SSL_CTX *ctx, const char *list);
 long CKeyBridgeShims_SSL_get_peer_signature_nid(SSL *ssl, int *nid);
 int CKeyBridgeShims_SSL_CTX_get_ex_new_index(void);
 
