@@ -66,7 +66,7 @@ final class ClientIdentity: @unchecked Sendable {
                 ClientIdentity.free(certificates)
                 throw error
             }
-            keyLocation = "PEM file \(path)"
+            keyLocation = "PEM file \(KeyReference.redacted(path))"
             onToken = false
         }
         // Every property is set by now, so a throw here runs deinit, which frees them.
@@ -135,14 +135,18 @@ final class ClientIdentity: @unchecked Sendable {
     }
 
     private static func readPEMKey(_ path: String) throws(KeyBridgeError) -> OpaquePointer {
+        let shown = KeyReference.redacted(path)
         guard let bio = BIO_new_file(path, "r") else {
             ERR_clear_error()
-            throw KeyBridgeError(.file, "cannot read the key file \(path); check the path given to --key (or use a pkcs11: URI)")
+            let hint = KeyReference.pemFile(path).looksLikeMistypedURI
+                ? "; it does not start with 'pkcs11:', so it was read as a file path — check the URI's scheme"
+                : "; check the path given to --key (or use a pkcs11: URI)"
+            throw KeyBridgeError(.file, "cannot read the key file \(shown)\(hint)")
         }
         defer { BIO_free(bio) }
         guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
             ERR_clear_error()
-            throw KeyBridgeError(.key, "\(path) holds no readable PEM private key")
+            throw KeyBridgeError(.key, "\(shown) holds no readable PEM private key; give a pkcs11: URI, or an unencrypted PEM key file")
         }
         return key
     }

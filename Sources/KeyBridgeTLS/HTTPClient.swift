@@ -60,6 +60,8 @@ public final class HTTPClient: @unchecked Sendable {
     public var keyLocation: String? { identity?.keyLocation }
     public var keyIsOnToken: Bool { identity?.onToken ?? false }
     public var clientCertificateSubject: String? { identity?.leafSubject }
+    /// How many intermediates are sent after the leaf.
+    public var intermediateCount: Int { identity?.intermediates.count ?? 0 }
 
     /// Loads the identity (logging in to the token if needed) and checks that the certificate
     /// belongs to the key, before any connection is made.
@@ -92,6 +94,9 @@ public final class HTTPClient: @unchecked Sendable {
     /// Sends a request and waits for the whole response.
     public func send(_ request: HTTPRequest) throws(KeyBridgeError) -> HTTPResponse {
         try checkVersions()
+        if identity != nil, request.url.lowercased().hasPrefix("http://") {
+            throw KeyBridgeError(.usage, "the URL is plain http://, which sends no client certificate; use https://")
+        }
         lock.lock()
         defer { lock.unlock() }
         curl_easy_reset(handle)
@@ -181,7 +186,12 @@ public final class HTTPClient: @unchecked Sendable {
         case CURLE_SSL_CERTPROBLEM:
             return KeyBridgeError(.certificate, "the client certificate or key could not be installed (\(detail)).\(tokenCause)")
         case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR:
-            var rejected = detail.contains("alert") ? " The server rejected the handshake: check that it trusts the issuer of the client certificate and that --cert includes the intermediates." : ""
+            var rejected = ""
+            if detail.contains("protocol version") || detail.contains("unsupported protocol") {
+                rejected = " The server and KeyBridge share no TLS version: check --tlsv1.2/--tlsv1.3 and --tls-max."
+            } else if detail.contains("alert") {
+                rejected = " The server rejected the handshake: check that it trusts the issuer of the client certificate and that --cert includes the intermediates."
+            }
             if identity?.supportsTLS13 == false && configuration.maximumVersion == .v1_3 {
                 rejected += " KeyBridge offered only TLS 1.2, because the token has no RSA-PSS mechanism for this key (it has \(identity?.tokenMechanisms ?? "none")); a server that requires TLS 1.3 needs CKM_RSA_PKCS_PSS or CKM_RSA_X_509."
             }
@@ -192,7 +202,7 @@ public final class HTTPClient: @unchecked Sendable {
         case CURLE_COULDNT_RESOLVE_HOST:
             return KeyBridgeError(.transport, "cannot resolve the host in \(hostDescription(url)) (\(detail)); check the URL")
         case CURLE_OPERATION_TIMEDOUT:
-            return KeyBridgeError(.transport, "\(hostDescription(url)) did not answer in time (\(detail)); raise --max-time or --connect-timeout")
+            return KeyBridgeError(.timeout, "\(hostDescription(url)) did not answer in time (\(detail)); raise --max-time or --connect-timeout")
         case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT:
             return KeyBridgeError(.usage, "the URL is not a usable http(s) URL (\(detail))")
         default:

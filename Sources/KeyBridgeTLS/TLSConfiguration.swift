@@ -17,15 +17,27 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
 
     /// Reads a command-line style reference: a `pkcs11:` URI or a file path.
     public init(parsing text: String) {
-        self = text.lowercased().hasPrefix("pkcs11:") ? .pkcs11(text) : .pemFile(text)
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        self = trimmed.lowercased().hasPrefix("pkcs11:") ? .pkcs11(trimmed) : .pemFile(text)
     }
 
     /// Describes the reference without its query part, which may carry a PIN.
     public var description: String {
         switch self {
         case let .pkcs11(uri): return String(uri.prefix { $0 != "?" })
-        case let .pemFile(path): return path
+        case let .pemFile(path): return KeyReference.redacted(path)
         }
+    }
+
+    /// A mistyped URI is taken for a file path; it may still carry a PIN, which must not be shown.
+    static func redacted(_ text: String) -> String {
+        text.replacingOccurrences(of: #"(?i)pin-value=[^&;]*"#, with: "pin-value=<redacted>", options: .regularExpression)
+    }
+
+    /// Text that looks like a PKCS#11 URI although it lacks the `pkcs11:` scheme.
+    var looksLikeMistypedURI: Bool {
+        guard case let .pemFile(path) = self else { return false }
+        return ["pin-value=", "pin-source=", "module-path=", "object=", "token="].contains { path.lowercased().contains($0) }
     }
 }
 
@@ -91,6 +103,8 @@ public struct KeyBridgeError: Error, Sendable, CustomStringConvertible {
         public static let httpStatus = Kind(rawValue: "http-status")
         /// A local file could not be read or written.
         public static let file = Kind(rawValue: "file")
+        /// No answer within the connect or total time limit.
+        public static let timeout = Kind(rawValue: "timeout")
     }
 
     public var kind: Kind

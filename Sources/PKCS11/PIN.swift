@@ -84,7 +84,9 @@ public enum PINResolver {
             return ResolvedPIN(pin: try readPINSource(source), origin: .pinSourceFile)
         }
         if let value = environment[environmentVariable], !value.isEmpty {
-            return ResolvedPIN(pin: PIN(value), origin: .environment)
+            let unused = uri.pinValue == nil ? nil
+                : "the URI also carries a pin-value, which KEYBRIDGE_PIN overrides; remove it, as process listings and logs can show it"
+            return ResolvedPIN(pin: PIN(value), origin: .environment, warning: unused)
         }
         if let value = uri.pinValue {
             return ResolvedPIN(pin: PIN(value), origin: .uriPinValue,

@@ -42,7 +42,8 @@ public final class PKCS11Module: @unchecked Sendable {
         if let path = uri.modulePath { return try load(path: path) }
         if let name = uri.moduleName {
             let directory = "/usr/lib/\(multiarchTriplet)/pkcs11"
-            let candidates = ["\(directory)/\(name).so", "\(directory)/\(name)", "/usr/lib/softhsm/\(name).so"]
+            let candidates = registeredModulePath(name: name).map { [$0] } ?? []
+                + ["\(directory)/\(name).so", "\(directory)/\(name)", "/usr/lib/softhsm/\(name).so"]
             guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                 throw PKCS11Error(function: "module-name",
                                   reason: "no PKCS#11 module named '\(name)' under \(directory); give its full path with module-path=")
@@ -54,6 +55,18 @@ public final class PKCS11Module: @unchecked Sendable {
                               reason: "the URI names no PKCS#11 module and SoftHSM is not installed; add ?module-path=/path/to/module.so to the URI or set KEYBRIDGE_PKCS11_MODULE")
         }
         return try load(path: path)
+    }
+
+    /// The module path p11-kit registers under `name` (`/usr/share/p11-kit/modules/NAME.module`).
+    static func registeredModulePath(name: String) -> String? {
+        guard !name.contains("/"),
+              let text = try? String(contentsOfFile: "/usr/share/p11-kit/modules/\(name).module", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, parts[0] == "module" else { continue }
+            return parts[1].hasPrefix("/") ? parts[1] : "/usr/lib/\(multiarchTriplet)/pkcs11/\(parts[1])"
+        }
+        return nil
     }
 
     /// Loads (once per process) the module at `path`.
@@ -168,7 +181,11 @@ public final class PKCS11Module: @unchecked Sendable {
         let matching = candidates.filter { $0.matches(uri) }
         guard let chosen = matching.first, chosen.token != nil else {
             let present = candidates.compactMap { slot in slot.token.map { "'\($0.label)' (serial \($0.serialNumber), slot \(slot.id))" } }
-            let list = present.isEmpty ? "no token is present at all" : "tokens present: " + present.joined(separator: ", ")
+            if present.isEmpty, path.contains("softhsm"), ProcessInfo.processInfo.environment["SOFTHSM2_CONF"] == nil {
+                throw PKCS11Error(function: "token lookup",
+                                  reason: "SoftHSM shows no initialised token because SOFTHSM2_CONF is not set; export SOFTHSM2_CONF=/path/to/softhsm2.conf (make demo's is .state/softhsm2.conf)")
+            }
+            let list = present.isEmpty ? "no initialised token is present at all" : "tokens present: " + present.joined(separator: ", ")
             throw PKCS11Error(function: "token lookup",
                               reason: "no token matches \(uri.tokenDescription) in \(path); \(list). Fix token= in the URI (for SoftHSM also check SOFTHSM2_CONF)")
         }

@@ -62,12 +62,20 @@ public final class PrivateKey: @unchecked Sendable {
         let tokenInfo = try token.info()
         if tokenInfo.flags.contains(.loginRequired) && !token.isLoggedIn {
             var chosen = pin
+            var origin = "the caller"
             if chosen == nil {
                 let resolved = try PINResolver.resolve(for: uri, promptLabel: "token '\(tokenInfo.label)'", allowPrompt: allowPrompt)
                 if let warning = resolved?.warning { KeyBridgeLog.warning(warning) }
                 chosen = resolved?.pin ?? pinFallback?()
+                origin = resolved?.origin.rawValue ?? "the application's passphrase callback"
             }
-            try token.login(pin: chosen)
+            do {
+                try token.login(pin: chosen)
+            } catch where error.returnValue == .pinIncorrect {
+                var named = error
+                named.reason += " (the PIN came from \(origin))"
+                throw named
+            }
         }
         let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
         return try PrivateKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)

@@ -21,7 +21,7 @@ enum Output {
 
 enum Help {
     static let overview = """
-    keybridge — mutual TLS and request signing with keys that stay in a PKCS#11 token
+    keybridge — mutual TLS with keys that stay in a PKCS#11 token
 
     Usage: keybridge <command> [options]
 
@@ -60,9 +60,10 @@ enum Help {
       -m, --max-time SEC         Give up on the whole request after SEC seconds
       -h, --help                 Show this help
 
-    Exit status: 0 success; 2 usage; 3 key or token problem; 4 certificate problem (including a
-    certificate that does not match the key); 7 cannot connect; 22 HTTP error with --fail;
-    26 a local file cannot be read or written; 28 timeout; 35 TLS
-    handshake failed; 60 server certificate not trusted.
+    Exit status: 0 success; 2 usage or malformed URI; 3 key or token problem (wrong PIN, unknown
+    token or object, missing module, or an RSA key without RSA-PSS with --tlsv1.3); 4 certificate
+    problem (including a certificate that does not belong to the key); 7 cannot connect; 22 HTTP
+    error with --fail; 26 a local file cannot be read or written; 28 timeout; 35 TLS handshake
+    failed; 60 server certificate not trusted.
     """
 }

@@ -53,6 +53,7 @@ enum RequestCommand {
         case .serverVerification: return 60
         case .handshake: return 35
         case .httpStatus: return 22
+        case .timeout: return 28
         default: return 7
         }
     }
@@ -100,7 +101,8 @@ enum RequestCommand {
             case "-m", "--max-time": options.maxTime = try seconds(argument)
             default:
                 if argument.hasPrefix("-") && argument.count > 1 {
-                    throw UsageError(message: "unknown option '\(argument)'")
+                    // Never echo what follows '=': it may be a secret such as --pin=….
+                    throw UsageError(message: "unknown option '\(argument.prefix { $0 != "=" })'")
                 }
                 guard options.url == nil else { throw UsageError(message: "only one URL is allowed (got '\(argument)' as well)") }
                 options.url = argument
@@ -141,7 +143,12 @@ enum RequestCommand {
         if options.verbose, let location = client.keyLocation {
             let where_ = client.keyIsOnToken ? "on the token (private operations run there): \(location)" : location
             Output.verbose("client key \(where_)")
-            if let subject = client.clientCertificateSubject { Output.verbose("client certificate: \(subject)") }
+            if let subject = client.clientCertificateSubject {
+                Output.verbose("client certificate: \(subject), sent with \(client.intermediateCount) intermediate(s)")
+            }
+        }
+        if client.clientCertificateSubject != nil && client.intermediateCount == 0 {
+            KeyBridgeLog.warning("--cert holds only the leaf certificate; most banks also need the issuing CA, so append it to the file")
         }
         let body = try options.data.map { text throws(KeyBridgeError) in try readBody(text) }
         let method = options.method ?? (body == nil ? "GET" : "POST")
@@ -170,7 +177,7 @@ enum RequestCommand {
         }
         output.append(response.body)
         if options.fail && response.status >= 400 {
-            Output.error("the server answered \(response.statusLine)")
+            Output.error("the server answered \(response.statusLine); the body was not written (run without --fail to see the server's explanation)")
             return 22
         }
         try write(output, to: options.output)
@@ -183,10 +190,18 @@ enum RequestCommand {
             FileHandle.standardOutput.write(data)
             return
         }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw KeyBridgeError(.file, "\(path) is a directory; give -o a file name")
+        }
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: folder) else {
+            throw KeyBridgeError(.file, "the folder \(folder) does not exist; create it or choose another -o path")
+        }
         do {
             try data.write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw KeyBridgeError(.file, "cannot write the response to \(path): \(error.localizedDescription)")
+            throw KeyBridgeError(.file, "cannot write the response to \(path) (\(error.localizedDescription)); check that the folder is writable")
         }
     }
 }

@@ -177,14 +177,15 @@ final class RequestCommandTests: XCTestCase {
         let pinFile = try writeFile(Self.wrongPIN + "\n", named: "wrong.pin")
         let key = token.uri(token.rsaURI, query: "module-path=\(Self.softHSMModule)&pin-source=file:\(pinFile)")
         let result = try keybridge(identity(key: key) + [bank.url()])
-        let message = assertFails(result, status: 3, mentions: ["CKR_PIN_INCORRECT", "token 'keybridge'", "pin-source"])
+        let message = assertFails(result, status: 3, mentions: ["CKR_PIN_INCORRECT", "token 'keybridge'", "pin-source",
+                                                                "the PIN came from the URI's pin-source file"])
         XCTAssertTrue(message.contains("fix") || message.contains("check"), "no fix named: \(message)")
     }
 
     func testWrongPINFromEnvironment() throws {
         let key = token.uri(token.rsaURI, query: "module-path=\(Self.softHSMModule)")
         let result = try keybridge(identity(key: key) + [bank.url()], environment: ["KEYBRIDGE_PIN": Self.otherWrongPIN])
-        assertFails(result, status: 3, mentions: ["CKR_PIN_INCORRECT", "KEYBRIDGE_PIN"])
+        assertFails(result, status: 3, mentions: ["CKR_PIN_INCORRECT", "the PIN came from the KEYBRIDGE_PIN environment variable"])
     }
 
     func testNoPINAnywhere() throws {
@@ -325,7 +326,7 @@ final class RequestCommandTests: XCTestCase {
         let directory = try Command.temporaryDirectory()
         let target = directory + "/missing/out.json"
         let result = try keybridge(identity() + ["-o", target, bank.url()])
-        assertFails(result, status: 26, mentions: ["cannot write the response", target])
+        assertFails(result, status: 26, mentions: [directory + "/missing", "does not exist", "-o"])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), [], "something was left behind")
     }
 
@@ -406,5 +407,44 @@ final class RequestCommandTests: XCTestCase {
         let port = try closedPort()
         let result = try keybridge(identity() + ["https://127.0.0.1:\(port)/accounts"])
         assertFails(result, status: 7, mentions: ["cannot connect to 127.0.0.1:\(port)", "check the host and port"])
+    }
+
+    /// A server that accepts the connection but never answers must end in a timeout, not a hang.
+    func testSilentServerTimesOut() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(listener, 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                bind(listener, socketAddress, length) == 0 && listen(listener, 4) == 0
+                    && getsockname(listener, socketAddress, &length) == 0
+            }
+        }
+        XCTAssertTrue(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let result = try keybridge(identity() + ["-m", "1", "https://127.0.0.1:\(port)/slow"])
+        assertFails(result, status: 28, mentions: ["did not answer in time", "--max-time"])
+    }
+
+    /// A URI without its scheme is read as a file path; its pin-value must still not be shown.
+    func testMistypedKeyURIDoesNotShowItsPIN() throws {
+        let mistyped = "pkcs:token=keybridge;object=client-rsa?pin-value=\(Self.wrongPIN)"
+        let result = try keybridge(identity(key: mistyped) + [bank.url()])
+        assertFails(result, status: 26, mentions: ["does not start with 'pkcs11:'", "pin-value=<redacted>"])
+    }
+
+    func testPlainHTTPWithAClientCertificateIsRefused() throws {
+        let result = try keybridge(identity() + ["http://127.0.0.1:\(bank.port)/accounts"])
+        assertFails(result, status: 2, mentions: ["plain http://", "use https://"])
+    }
+
+    func testUnknownOptionDoesNotEchoItsValue() throws {
+        let result = try keybridge(["--pin=\(Self.wrongPIN)", bank.url()])
+        assertFails(result, status: 2, mentions: ["unknown option '--pin'"])
     }
 }

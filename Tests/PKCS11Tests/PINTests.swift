@@ -123,7 +123,10 @@ final class PINTests: XCTestCase {
         let fromEnvironment = try XCTUnwrap(PINResolver.resolve(for: noFile, environment: environment, allowPrompt: false))
         XCTAssertEqual(fromEnvironment.origin, .environment)
         XCTAssertEqual(text(fromEnvironment.pin), "from-env")
-        XCTAssertNil(fromEnvironment.warning)
+        // The overridden pin-value is still visible in the URI, so it earns a warning without its value.
+        let overridden = try XCTUnwrap(fromEnvironment.warning)
+        XCTAssertTrue(overridden.contains("pin-value"), overridden)
+        XCTAssertFalse(overridden.contains("from-uri"), overridden)
 
         for environment in [[:], [PINResolver.environmentVariable: ""]] {
             let fromURI = try XCTUnwrap(PINResolver.resolve(for: noFile, environment: environment, allowPrompt: false))
