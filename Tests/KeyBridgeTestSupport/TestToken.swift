@@ -37,6 +37,7 @@ public final class TestToken: Sendable {
             throw CommandError(message: "softhsm-setup failed (\(result.status)): \(result.standardError)")
         }
         stateDirectory = directory
+        TemporaryFiles.removeAtExit(directory)
         softHSMConfig = directory + "/softhsm2.conf"
         setenv("SOFTHSM2_CONF", softHSMConfig, 1)
         func uri(_ name: String) throws -> String {
@@ -107,10 +108,29 @@ public enum Command {
                       standardError: String(decoding: errorData, as: UTF8.self))
     }
 
-    /// A fresh temporary folder for one test's files.
+    /// A fresh temporary folder for one test's files, removed when the process exits.
     public static func temporaryDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("keybridge-\(UUID().uuidString.prefix(12))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        TemporaryFiles.removeAtExit(path)
         return path
+    }
+}
+
+/// Folders to delete at exit: test tokens hold PINs and keys, so none is left in /tmp.
+enum TemporaryFiles {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var paths: [String] = []
+    private static let registered: Void = {
+        // Registered first, so it runs after the bank's handler (atexit runs in reverse order).
+        atexit {
+            let all = TemporaryFiles.lock.withLock { TemporaryFiles.paths }
+            for path in all { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }()
+
+    static func removeAtExit(_ path: String) {
+        _ = registered
+        lock.withLock { paths.append(path) }
     }
 }
