@@ -80,6 +80,7 @@ private func initializeProvider(_ handle: OpaquePointer?, _ core: UnsafePointer<
                                 _ out: UnsafeMutablePointer<UnsafePointer<OSSL_DISPATCH>?>?,
                                 _ context: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
     guard let out, let context else { return 0 }
+    ProviderSettings.load(handle: handle, core: core)
     out.pointee = ProviderTables.shared.providerDispatch
     // No per-provider state is needed: keys and tokens carry their own.
     context.pointee = nil

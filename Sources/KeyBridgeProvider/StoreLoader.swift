@@ -70,7 +70,7 @@ private func storeLoad(_ context: UnsafeMutableRawPointer?, _ objectCallback: Pa
     let key: KeyObject
     do {
         let tokenKey = try PrivateKey.resolve(store.uri, allowPrompt: false,
-                                              pinFallback: { pinFromCallback(passphraseCallback, passphraseArgument) })
+                                              pinFallback: { ProviderSettings.configuredPIN() ?? pinFromCallback(passphraseCallback, passphraseArgument) })
         key = try KeyObject(tokenKey: tokenKey)
     } catch let error as PKCS11Error {
         raiseProviderError(error.description)

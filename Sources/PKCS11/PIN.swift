@@ -98,7 +98,8 @@ public enum PINResolver {
         return nil
     }
 
-    static func readPINSource(_ source: String) throws(PKCS11Error) -> PIN {
+    /// Reads a PIN from a `file:` URI or an absolute path, as `pin-source` names it.
+    public static func readPINSource(_ source: String) throws(PKCS11Error) -> PIN {
         let path: String
         if source.hasPrefix("file:") {
             var rest = String(source.dropFirst("file:".count))

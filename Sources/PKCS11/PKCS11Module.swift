@@ -22,9 +22,15 @@ public final class PKCS11Module: @unchecked Sendable {
     private static let registryLock = NSLock()
     nonisolated(unsafe) private static var registry: [String: PKCS11Module] = [:]
 
-    /// The module to use when a URI names none: `KEYBRIDGE_PKCS11_MODULE`, else SoftHSM if installed.
+    /// A module set by the application or an OpenSSL configuration file, used when the URI
+    /// and `KEYBRIDGE_PKCS11_MODULE` name none.
+    nonisolated(unsafe) public static var configuredModulePath: String?
+
+    /// The module to use when a URI names none: `KEYBRIDGE_PKCS11_MODULE`, then the configured
+    /// one, else SoftHSM if installed.
     public static func defaultModulePath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         if let path = environment["KEYBRIDGE_PKCS11_MODULE"], !path.isEmpty { return path }
+        if let path = configuredModulePath { return path }
         let softHSM = "/usr/lib/softhsm/libsofthsm2.so"
         return FileManager.default.fileExists(atPath: softHSM) ? softHSM : nil
     }

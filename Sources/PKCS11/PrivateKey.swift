@@ -25,6 +25,8 @@ public final class PrivateKey: @unchecked Sendable {
     /// The DER of the certificate object stored with the same `CKA_ID`, if any.
     public let certificateDER: [UInt8]?
     public let tokenLabel: String
+    /// `CKA_ALWAYS_AUTHENTICATE`: the token wants a login before every signature.
+    public let alwaysAuthenticate: Bool
     private let lock = NSLock()
     private var handle: ObjectHandle
     private var cachedUsableMechanisms: Set<UInt>?
@@ -36,13 +38,28 @@ public final class PrivateKey: @unchecked Sendable {
                                pinFallback: (() -> PIN?)? = nil) throws(PKCS11Error) -> PrivateKey {
         // Keys are looked up once per process; the PIN is not part of the cache key.
         let cacheKey = uri.formatted()
-        if let cached = cacheLock.withLock({ cache[cacheKey] }), cached.token.isLoggedIn || !cached.needsLogin {
+        if cachesKeys, let cached = cacheLock.withLock({ cache[cacheKey] }), cached.token.isLoggedIn || !cached.needsLogin {
             return cached
         }
         let key = try lookUp(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: pinFallback)
-        cacheLock.withLock { cache[cacheKey] = key }
+        if cachesKeys { cacheLock.withLock { cache[cacheKey] = key } }
         return key
     }
+
+    /// When to log in to a token before looking up a key.
+    public enum LoginBehavior: String, Sendable {
+        /// Log in when the token says it needs a login (`CKF_LOGIN_REQUIRED`).
+        case auto
+        /// Log in even when the token does not demand it, to see private objects.
+        case always
+        /// Never log in; only keys usable without a login are found.
+        case never
+    }
+
+    /// Set from the application or an OpenSSL configuration file.
+    nonisolated(unsafe) public static var loginBehavior: LoginBehavior = .auto
+    /// Whether a key found once is reused for the same URI; off means every open looks again.
+    nonisolated(unsafe) public static var cachesKeys = true
 
     private static let cacheLock = NSLock()
     nonisolated(unsafe) private static var cache: [String: PrivateKey] = [:]
@@ -60,7 +77,8 @@ public final class PrivateKey: @unchecked Sendable {
         let module = try PKCS11Module.load(for: uri)
         let token = try module.token(matching: uri)
         let tokenInfo = try token.info()
-        if tokenInfo.flags.contains(.loginRequired) && !token.isLoggedIn {
+        let wantsLogin = loginBehavior == .always || (loginBehavior == .auto && tokenInfo.flags.contains(.loginRequired))
+        if wantsLogin && !token.isLoggedIn {
             var chosen = pin
             var origin = "the caller"
             if chosen == nil {
@@ -70,7 +88,7 @@ public final class PrivateKey: @unchecked Sendable {
                 origin = resolved?.origin.rawValue ?? "the application's passphrase callback"
             }
             do {
-                try token.login(pin: chosen)
+                try token.login(pin: chosen, evenIfNotRequired: loginBehavior == .always)
             } catch where error.returnValue == .pinIncorrect {
                 var named = error
                 named.reason += " (the PIN came from \(origin))"
@@ -110,6 +128,7 @@ public final class PrivateKey: @unchecked Sendable {
         label = try token.attribute(.label, of: handle).map { String(decoding: $0, as: UTF8.self) }
         let keyID = try token.attribute(.id, of: handle)
         id = keyID
+        alwaysAuthenticate = try token.boolAttribute(.alwaysAuthenticate, of: handle) ?? false
         let extractable = try token.boolAttribute(.extractable, of: handle)
         let sensitive = try token.boolAttribute(.sensitive, of: handle)
         if extractable == true || sensitive == false {
@@ -171,13 +190,13 @@ public final class PrivateKey: @unchecked Sendable {
     public func sign(_ data: [UInt8], mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
         let currentHandle = lock.withLock { handle }
         do {
-            return try token.sign(data, with: currentHandle, mechanism: mechanism)
+            return try token.sign(data, with: currentHandle, mechanism: mechanism, contextLogin: alwaysAuthenticate)
         } catch {
             guard let code = error.returnValue, code.meansSessionLost || code == .objectHandleInvalid else { throw error }
             try token.reloginIfPossible()
             let fresh = try PrivateKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
             lock.withLock { handle = fresh }
-            return try token.sign(data, with: fresh, mechanism: mechanism)
+            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate)
         }
     }
 }

@@ -110,11 +110,11 @@ public final class Token: @unchecked Sendable {
     ///
     /// Refuses, without calling `C_Login`, when the token reports the PIN locked, on its final try
     /// or due for change, and when this PIN has failed before: a retry could lock the token.
-    public func login(pin: PIN?) throws(PKCS11Error) {
+    public func login(pin: PIN?, evenIfNotRequired: Bool = false) throws(PKCS11Error) {
         loginLock.lock()
         defer { loginLock.unlock() }
         let tokenInfo = try info()
-        if !tokenInfo.flags.contains(.loginRequired) { return }
+        if !tokenInfo.flags.contains(.loginRequired) && !evenIfNotRequired { return }
         if isLoggedIn { return }
         if tokenInfo.flags.contains(.userPINLocked) {
             throw PKCS11Error(returnValue: .pinLocked, function: "C_Login",
@@ -158,6 +158,21 @@ public final class Token: @unchecked Sendable {
             lock.unlock()
         }
         try check(rv, "C_Login", loginAdvice(rv, label: tokenInfo.label))
+    }
+
+    /// The context-specific login that a `CKA_ALWAYS_AUTHENTICATE` key needs before each
+    /// operation. Only the PIN that already logged the token in is used, never a new guess.
+    func loginForOneOperation(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) {
+        guard let pin = lock.withLock({ goodPIN }) else {
+            throw PKCS11Error(returnValue: .userNotLoggedIn, function: "C_Login",
+                              reason: "the key needs a login before every signature (CKA_ALWAYS_AUTHENTICATE), but no PIN has worked on this token yet; supply the PIN with pin-source or KEYBRIDGE_PIN")
+        }
+        let rv = pin.secret.withUnsafeBytes { bytes in
+            functions.C_Login(session, CK_USER_TYPE(CKU_CONTEXT_SPECIFIC),
+                              UnsafeMutablePointer(mutating: bytes.bindMemory(to: CK_UTF8CHAR.self).baseAddress),
+                              CK_ULONG(bytes.count))
+        }
+        try check(rv, "C_Login", "the context-specific login for a CKA_ALWAYS_AUTHENTICATE key failed")
     }
 
     /// Logs in again after a session loss, but only with the PIN that worked before.
