@@ -2,9 +2,9 @@
 #
 #   make deps    install the Debian packages that are missing (apt, as root)
 #   make build   swift build
-#   make setup   deps + ./softhsm-setup (token and test PKI in .state)
+#   make setup   deps + build + ./softhsm-setup (token and test PKI in .state)
 #   make demo    mTLS request with the token's RSA key to a local nginx bank
-#   make test    deps + setup + swift test
+#   make test    deps + build + setup + swift test
 #   make clean   remove .state and .build
 
 SHELL := /bin/bash
@@ -41,7 +41,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-setup: deps
+# After the build: softhsm-setup may use the built provider module. The
+# prerequisites chain deps -> build -> setup, so the order holds under -j too.
+setup: deps build
 	./softhsm-setup --state $(STATE)
 
 # Always stops nginx, and exits with the request's status.
@@ -54,10 +56,9 @@ demo: deps build setup
 	  --key "$$(cat .state/uris/rsa)" --tlsv1.3 https://localhost:$$port/accounts
 
 # Tests make their own token directories with ./softhsm-setup --state <tmp>;
-# setup here checks the script and the packages before the long build.
+# setup here checks the script once before the test run.
 # The CLI tests run the built keybridge binary, so build it first.
-test: deps setup
-	$(SWIFT) build
+test: deps build setup
 	$(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 clean:

@@ -48,6 +48,15 @@ public final class TestToken: Sendable {
         ec384URI = try uri("ec384")
     }
 
+    /// A key URI that softhsm-setup wrote to `uris/NAME` (rsa, ec, ec384, p521, ed25519, always-auth).
+    public func keyURI(_ name: String) throws -> String {
+        try String(contentsOfFile: stateDirectory + "/uris/" + name, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A SoftHSM configuration in the state folder, e.g. the mechanism-restricted
+    /// `softhsm2-nopss.conf`, `softhsm2-pkcs1only.conf` and `softhsm2-ecdsaraw.conf`.
+    public func softHSMConfig(_ name: String) -> String { stateDirectory + "/" + name }
+
     /// A file under the test PKI folder.
     public func pki(_ name: String) -> String { stateDirectory + "/pki/" + name }
 
