@@ -1,7 +1,7 @@
 #include "CKeyBridgeShims.h"
 
 // MARK: OpenSSL error raising is a macro around a variadic function.
-void CKeyBridgeShims_ERR_raise_data(int lib, int reason, const char *text) { ERR_raise_data(lib, reason, "%s", text); }
+void CKeyBridgeShims_ERR_raise_data(int lib, int reason, const char *file, int line, const char *function, const char *text) { ERR_new(); ERR_set_debug(file, line, function); ERR_set_error(lib, reason, "%s", text); }
 
 // MARK: OpenSSL SSL_CTX and SSL controls are macros over SSL_CTX_ctrl / SSL_ctrl.
 long CKeyBridgeShims_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return SSL_CTX_set_min_proto_version(ctx, version); }

@@ -103,10 +103,12 @@ final class ProviderTables: @unchecked Sendable {
         keyManagement = AlgorithmTable.make([
             ("RSA:rsaEncryption:1.2.840.113549.1.1.1", properties, KeyManagement.dispatchTable(for: .rsa), "RSA keys on a PKCS#11 token"),
             ("EC:id-ecPublicKey:1.2.840.10045.2.1", properties, KeyManagement.dispatchTable(for: .ec), "EC keys on a PKCS#11 token"),
+            ("ED25519:1.3.101.112", properties, KeyManagement.dispatchTable(for: .ed25519), "Ed25519 keys on a PKCS#11 token"),
         ])
         signatures = AlgorithmTable.make([
             ("RSA:rsaEncryption:1.2.840.113549.1.1.1", properties, SignatureOperations.dispatchTable, "RSA signatures on a PKCS#11 token"),
             ("ECDSA", properties, SignatureOperations.dispatchTable, "ECDSA signatures on a PKCS#11 token"),
+            ("ED25519:1.3.101.112", properties, SignatureOperations.ed25519DispatchTable, "Ed25519 signatures on a PKCS#11 token"),
         ])
         stores = AlgorithmTable.make([
             ("pkcs11", properties, StoreLoader.dispatchTable, "PKCS#11 URI (RFC 7512) store"),

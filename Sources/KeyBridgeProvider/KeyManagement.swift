@@ -2,7 +2,7 @@ internal import COpenSSL
 import Foundation
 import PKCS11
 
-// Key management callbacks. The key data pointer is a retained `KeyObject`.
+// Key management callbacks. The key data pointer is a retained `KeyDataBox`.
 
 /// Per-algorithm key management state: the default provider's keymgmt, whose parameter lists
 /// describe what our key objects can answer.
@@ -10,16 +10,14 @@ final class KeyManagementTables: @unchecked Sendable {
     // Built once at provider start and read-only afterwards.
     let rsaDefault: OpaquePointer?
     let ecDefault: OpaquePointer?
+    let ed25519Default: OpaquePointer?
 
     static let shared = KeyManagementTables()
 
     private init() {
         rsaDefault = EVP_KEYMGMT_fetch(nil, "RSA", PublicKeyBuilder.defaultProperties)
         ecDefault = EVP_KEYMGMT_fetch(nil, "EC", PublicKeyBuilder.defaultProperties)
-    }
-
-    func defaultKeyManagement(_ algorithm: KeyAlgorithm) -> OpaquePointer? {
-        algorithm == .rsa ? rsaDefault : ecDefault
+        ed25519Default = EVP_KEYMGMT_fetch(nil, "ED25519", PublicKeyBuilder.defaultProperties)
     }
 }
 
@@ -48,14 +46,20 @@ func boxedPointer(_ key: KeyObject) -> UnsafeMutableRawPointer {
 
 enum KeyManagement {
     static func dispatchTable(for algorithm: KeyAlgorithm) -> UnsafePointer<OSSL_DISPATCH> {
-        let newFunction: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? =
-            algorithm == .rsa ? rsaNew : ecNew
-        let queryName: @convention(c) (Int32) -> UnsafePointer<CChar>? = algorithm == .rsa ? rsaQueryOperationName : ecQueryOperationName
-        let gettable: @convention(c) (UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>? = algorithm == .rsa ? rsaGettableParams : ecGettableParams
-        let types: @convention(c) (Int32) -> UnsafePointer<OSSL_PARAM>? = algorithm == .rsa ? rsaKeyTypes : ecKeyTypes
+        // C callbacks cannot capture the algorithm, so each family has its own small set.
+        let newFunction: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?
+        let queryName: @convention(c) (Int32) -> UnsafePointer<CChar>?
+        let gettable: @convention(c) (UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>?
+        let types: @convention(c) (Int32) -> UnsafePointer<OSSL_PARAM>?
+        switch algorithm {
+        case .rsa: (newFunction, queryName, gettable, types) = (rsaNew, rsaQueryOperationName, rsaGettableParams, rsaKeyTypes)
+        case .ec: (newFunction, queryName, gettable, types) = (ecNew, ecQueryOperationName, ecGettableParams, ecKeyTypes)
+        case .ed25519: (newFunction, queryName, gettable, types) = (ed25519New, ed25519QueryOperationName, ed25519GettableParams, ed25519KeyTypes)
+        }
         return DispatchTable.make([
             (OSSL_FUNC_KEYMGMT_NEW, DispatchTable.function(newFunction)),
             (OSSL_FUNC_KEYMGMT_FREE, DispatchTable.function(keyFree as @convention(c) (UnsafeMutableRawPointer?) -> Void)),
+            (OSSL_FUNC_KEYMGMT_DUP, DispatchTable.function(keyDuplicate as @convention(c) (UnsafeRawPointer?, Int32) -> UnsafeMutableRawPointer?)),
             (OSSL_FUNC_KEYMGMT_LOAD, DispatchTable.function(keyLoad as @convention(c) (UnsafeRawPointer?, Int) -> UnsafeMutableRawPointer?)),
             (OSSL_FUNC_KEYMGMT_HAS, DispatchTable.function(keyHas as @convention(c) (UnsafeRawPointer?, Int32) -> Int32)),
             (OSSL_FUNC_KEYMGMT_MATCH, DispatchTable.function(keyMatch as @convention(c) (UnsafeRawPointer?, UnsafeRawPointer?, Int32) -> Int32)),
@@ -74,6 +78,10 @@ enum KeyManagement {
         OSSL_PARAM_construct_BN(StaticCString.get(OSSL_PKEY_PARAM_RSA_E), nil, 0),
     ])
 
+    nonisolated(unsafe) static let ed25519PublicTypes: UnsafePointer<OSSL_PARAM> = ParamList.make([
+        OSSL_PARAM_construct_octet_string(StaticCString.get(OSSL_PKEY_PARAM_PUB_KEY), nil, 0),
+    ])
+
     nonisolated(unsafe) static let ecPublicTypes: UnsafePointer<OSSL_PARAM> = ParamList.make([
         OSSL_PARAM_construct_utf8_string(StaticCString.get(OSSL_PKEY_PARAM_GROUP_NAME), nil, 0),
         OSSL_PARAM_construct_octet_string(StaticCString.get(OSSL_PKEY_PARAM_PUB_KEY), nil, 0),
@@ -86,6 +94,28 @@ private func rsaNew(_ provider: UnsafeMutableRawPointer?) -> UnsafeMutableRawPoi
 
 private func ecNew(_ provider: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     Unmanaged.passRetained(KeyDataBox(algorithm: .ec, key: nil)).toOpaque()
+}
+
+private func ed25519New(_ provider: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    Unmanaged.passRetained(KeyDataBox(algorithm: .ed25519, key: nil)).toOpaque()
+}
+
+private func ed25519QueryOperationName(_ operation: Int32) -> UnsafePointer<CChar>? {
+    operation == OSSL_OP_SIGNATURE ? StaticCString.get("ED25519") : nil
+}
+
+private func ed25519GettableParams(_ provider: UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>? {
+    KeyManagementTables.shared.ed25519Default.flatMap { EVP_KEYMGMT_gettable_params($0) }
+}
+
+private func ed25519KeyTypes(_ selection: Int32) -> UnsafePointer<OSSL_PARAM>? {
+    selection & selectPublicKey != 0 ? KeyManagement.ed25519PublicTypes : nil
+}
+
+/// Key objects are immutable, so a duplicate shares the same one.
+private func keyDuplicate(_ keydata: UnsafeRawPointer?, _ selection: Int32) -> UnsafeMutableRawPointer? {
+    guard let box = keyBox(UnsafeMutableRawPointer(mutating: keydata)) else { return nil }
+    return Unmanaged.passRetained(KeyDataBox(algorithm: box.algorithm, key: box.key)).toOpaque()
 }
 
 private func keyFree(_ keydata: UnsafeMutableRawPointer?) {
@@ -112,6 +142,9 @@ private func keyMatch(_ first: UnsafeRawPointer?, _ second: UnsafeRawPointer?, _
     guard let a = keyBox(UnsafeMutableRawPointer(mutating: first))?.key,
           let b = keyBox(UnsafeMutableRawPointer(mutating: second))?.key else { return 0 }
     // Only public halves exist here; private keys are the same when their public keys are.
+    if selection & (selectPublicKey | selectPrivateKey) == 0 {
+        return EVP_PKEY_parameters_eq(a.publicKey, b.publicKey) == 1 ? 1 : 0
+    }
     return EVP_PKEY_eq(a.publicKey, b.publicKey) == 1 ? 1 : 0
 }
 

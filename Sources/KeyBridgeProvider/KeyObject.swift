@@ -39,8 +39,19 @@ final class KeyObject: @unchecked Sendable {
                 throw OpenSSLError(function: "key lookup",
                                    reason: "the EC key \(tokenKey.summary) has no public key object and no certificate with the same id on the token; store one of them with the key's CKA_ID")
             }
-        case .edwards:
-            throw OpenSSLError(function: "key lookup", reason: "EdDSA token keys are not supported for TLS yet; use an RSA or EC key")
+        case let .edwards(parameters, point):
+            algorithm = .ed25519
+            guard PublicKeyBuilder.isEd25519(parameters) else {
+                throw OpenSSLError(function: "key lookup", reason: "the Edwards-curve key \(tokenKey.summary) is not Ed25519; only Ed25519 is supported")
+            }
+            if let point {
+                publicKey = try PublicKeyBuilder.ed25519(point: point)
+            } else if let certificate = tokenKey.certificateDER {
+                publicKey = try PublicKeyBuilder.fromCertificate(certificate)
+            } else {
+                throw OpenSSLError(function: "key lookup",
+                                   reason: "the Ed25519 key \(tokenKey.summary) has no public key object and no certificate with the same id on the token; store one of them with the key's CKA_ID")
+            }
         }
         self.init(algorithm: algorithm, publicKey: publicKey, tokenKey: tokenKey)
     }
@@ -55,9 +66,16 @@ final class KeyObject: @unchecked Sendable {
 enum KeyAlgorithm: String, Sendable {
     case rsa = "RSA"
     case ec = "EC"
+    case ed25519 = "ED25519"
 
     /// The signature algorithm name OpenSSL fetches for this key type.
-    var signatureName: String { self == .rsa ? "RSA" : "ECDSA" }
+    var signatureName: String {
+        switch self {
+        case .rsa: return "RSA"
+        case .ec: return "ECDSA"
+        case .ed25519: return "ED25519"
+        }
+    }
 }
 
 /// Public key and its domain parameters: what `EVP_PKEY_PUBLIC_KEY` means in C.
@@ -100,6 +118,23 @@ enum PublicKeyBuilder {
         }
         defer { OSSL_PARAM_free(params) }
         return try fromData(type: "EC", params: params)
+    }
+
+    /// `CKA_EC_PARAMS` of an Ed25519 key: the OID 1.3.101.112, or the PrintableString
+    /// "edwards25519" that PKCS#11 3.0 also allows.
+    static func isEd25519(_ parameters: [UInt8]) -> Bool {
+        let oid: [UInt8] = [0x06, 0x03, 0x2B, 0x65, 0x70]
+        let name: [UInt8] = [0x13, 0x0C] + Array("edwards25519".utf8)
+        return parameters == oid || parameters == name
+    }
+
+    static func ed25519(point: [UInt8]) throws(OpenSSLError) -> OpaquePointer {
+        let raw = unwrapOctetString(point)
+        guard raw.count == 32,
+              let key = EVP_PKEY_new_raw_public_key_ex(nil, "ED25519", defaultProperties, raw, raw.count) else {
+            throw OpenSSLError.drain(function: "EVP_PKEY_new_raw_public_key_ex", reason: "the Ed25519 public key from the token is not 32 bytes")
+        }
+        return key
     }
 
     static func fromCertificate(_ der: [UInt8]) throws(OpenSSLError) -> OpaquePointer {

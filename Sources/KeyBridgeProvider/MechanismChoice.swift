@@ -73,6 +73,13 @@ enum MechanismChoice {
                            reason: "the token offers no ECDSA mechanism for this key (needs CKM_ECDSA or CKM_ECDSA_\(hash?.rawValue ?? "SHA256"))")
     }
 
+    static func eddsa(usable: Set<UInt>) throws(OpenSSLError) -> SigningPlan {
+        guard usable.contains(MechanismType.eddsa) else {
+            throw OpenSSLError(function: "mechanism choice", reason: "the token offers no CKM_EDDSA for this Ed25519 key")
+        }
+        return SigningPlan(mechanism: .eddsa, input: .message, reason: "Ed25519 signs the whole message")
+    }
+
     /// The TLS signature algorithms (OpenSSL list syntax) a key can really make, so a handshake
     /// never picks one the token would refuse halfway.
     static func tlsSignatureAlgorithms(algorithm: KeyAlgorithm, usable: Set<UInt>) -> [String] {
@@ -87,6 +94,8 @@ enum MechanismChoice {
         case .ec:
             return hashes.filter { (try? ecdsa(hash: $0, usable: usable, messageAvailable: true)) != nil }
                 .map { "ECDSA+\($0.rawValue)" }
+        case .ed25519:
+            return usable.contains(MechanismType.eddsa) ? ["ed25519"] : []
         }
     }
 }

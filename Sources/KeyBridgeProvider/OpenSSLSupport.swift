@@ -63,9 +63,21 @@ enum StaticCString {
 }
 
 /// Reports a failure inside a provider callback on OpenSSL's error queue.
-func raiseProviderError(_ text: String) {
-    CKeyBridgeShims_ERR_raise_data(ERR_LIB_PROV, Int32(ERR_R_OPERATION_FAIL), text)
+/// The location recorded is the Swift caller's, not the shim's. OpenSSL keeps the file and
+/// function pointers, so they must be the static, NUL-terminated storage of literals.
+func raiseProviderError(_ text: String, file: StaticString = #fileID, line: UInt = #line, function: StaticString = #function) {
+    let fileName = file.hasPointerRepresentation ? UnsafeRawPointer(file.utf8Start).assumingMemoryBound(to: CChar.self) : nil
+    let functionName = function.hasPointerRepresentation ? UnsafeRawPointer(function.utf8Start).assumingMemoryBound(to: CChar.self) : nil
+    CKeyBridgeShims_ERR_raise_data(ERR_LIB_PROV, Int32(ERR_R_OPERATION_FAIL), fileName, Int32(line), functionName, text)
     ProviderDiagnostics.recordFailure(text)
+}
+
+extension OpenSSLError {
+    /// A token error as an OpenSSL-layer error, without repeating the function name.
+    init(_ error: PKCS11Error) {
+        self.init(function: error.function,
+                  reason: error.returnValue.map { "\($0.name): \(error.reason)" } ?? error.reason)
+    }
 }
 
 /// Remembers the last failure and the last signing mechanism per thread, for `-v` output and
@@ -93,6 +105,9 @@ public enum ProviderDiagnostics {
 
     static func recordFailure(_ text: String) { box.lastFailure = text }
     static func recordMechanism(_ text: String) { box.lastMechanism = text }
+
+    /// Forgets the last mechanism, so a handshake that signs nothing reports nothing.
+    public static func clearLastMechanism() { box.lastMechanism = nil }
 
     /// The last failure a provider callback reported on this thread, then cleared.
     public static func takeLastFailure() -> String? {

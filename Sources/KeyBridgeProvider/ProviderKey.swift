@@ -10,18 +10,22 @@ public enum SignatureScheme: Sendable, Hashable, CustomStringConvertible {
     case rsaPSS(HashAlgorithm)
     /// ECDSA with the given hash; DER output.
     case ecdsa(HashAlgorithm)
+    /// Ed25519 over the whole message.
+    case ed25519
 
     public var description: String {
         switch self {
         case let .rsaPKCS1(hash): return "RSA-PKCS1-\(hash)"
         case let .rsaPSS(hash): return "RSA-PSS-\(hash)"
         case let .ecdsa(hash): return "ECDSA-\(hash)"
+        case .ed25519: return "Ed25519"
         }
     }
 
-    var hash: HashAlgorithm {
+    var hash: HashAlgorithm? {
         switch self {
         case let .rsaPKCS1(hash), let .rsaPSS(hash), let .ecdsa(hash): return hash
+        case .ed25519: return nil
         }
     }
 }
@@ -41,13 +45,13 @@ public final class ProviderKey: @unchecked Sendable {
     /// Opens the key a `pkcs11:` URI names. Loads the provider if needed.
     public init(uri: String) throws(OpenSSLError) {
         pkey = try KeyBridgeProvider.loadPrivateKey(uri: uri)
-        let isRSA = EVP_PKEY_is_a(pkey, "RSA") == 1
-        algorithm = isRSA ? "RSA" : "EC"
+        let family: KeyAlgorithm = EVP_PKEY_is_a(pkey, "RSA") == 1 ? .rsa : EVP_PKEY_is_a(pkey, "ED25519") == 1 ? .ed25519 : .ec
+        algorithm = family.rawValue
         // The store has just resolved this URI, so this is a cache hit, not a second search.
         do {
             let tokenKey = try PrivateKey.resolve(PKCS11URI(parsing: uri), allowPrompt: false)
             let usable = try tokenKey.usableMechanisms()
-            tlsSignatureAlgorithms = MechanismChoice.tlsSignatureAlgorithms(algorithm: isRSA ? .rsa : .ec, usable: usable)
+            tlsSignatureAlgorithms = MechanismChoice.tlsSignatureAlgorithms(algorithm: family, usable: usable)
             mechanismSummary = MechanismChoice.describe(usable)
         } catch {
             EVP_PKEY_free(pkey)
@@ -57,7 +61,7 @@ public final class ProviderKey: @unchecked Sendable {
 
     /// Whether the key can sign a TLS 1.3 CertificateVerify (RSA keys need RSA-PSS there).
     public var supportsTLS13: Bool {
-        tlsSignatureAlgorithms.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") }
+        tlsSignatureAlgorithms.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") || $0 == "ed25519" }
     }
 
     deinit { EVP_PKEY_free(pkey) }
@@ -77,12 +81,21 @@ public final class ProviderKey: @unchecked Sendable {
 
     /// Signs `message` (hashing it first) through the provider, so the private operation runs on the token.
     public func sign(_ message: [UInt8], scheme: SignatureScheme) throws(OpenSSLError) -> [UInt8] {
+        let needed: String
+        switch scheme {
+        case .rsaPKCS1, .rsaPSS: needed = "RSA"
+        case .ecdsa: needed = "EC"
+        case .ed25519: needed = "ED25519"
+        }
+        guard needed == algorithm else {
+            throw OpenSSLError(function: "sign", reason: "the scheme \(scheme) needs an \(needed) key, but this key is \(algorithm)")
+        }
         guard let context = EVP_MD_CTX_new() else { throw OpenSSLError.drain(function: "EVP_MD_CTX_new", reason: "out of memory") }
         defer { EVP_MD_CTX_free(context) }
         ERR_clear_error()
         _ = ProviderDiagnostics.takeLastFailure()
         var keyContext: OpaquePointer?
-        guard EVP_DigestSignInit_ex(context, &keyContext, scheme.hash.rawValue, nil, nil, pkey, nil) == 1, let keyContext else {
+        guard EVP_DigestSignInit_ex(context, &keyContext, scheme.hash?.rawValue, nil, nil, pkey, nil) == 1, let keyContext else {
             throw failure("EVP_DigestSignInit_ex", "cannot start a \(scheme) signature with this key")
         }
         if case .rsaPSS = scheme {

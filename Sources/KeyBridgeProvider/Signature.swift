@@ -60,9 +60,11 @@ final class SignatureContext: @unchecked Sendable {
         do {
             usable = try tokenKey.usableMechanisms()
         } catch {
-            throw OpenSSLError(function: error.function, reason: error.description)
+            throw OpenSSLError(error)
         }
         switch key.algorithm {
+        case .ed25519:
+            return try MechanismChoice.eddsa(usable: usable)
         case .ec:
             return try MechanismChoice.ecdsa(hash: digest, usable: usable, messageAvailable: messageAvailable)
         case .rsa:
@@ -115,10 +117,33 @@ final class SignatureContext: @unchecked Sendable {
         do {
             raw = try tokenKey.sign(payload, mechanism: plan.mechanism)
         } catch {
-            throw OpenSSLError(function: error.function, reason: error.description)
+            throw OpenSSLError(error)
         }
         if key.algorithm == .ec { return try derECDSASignature(raw) }
         return raw
+    }
+
+    /// Ed25519 signs the message itself in one call; the token's output is already the
+    /// 64-byte signature TLS and X.509 use.
+    func signEdDSA(_ message: [UInt8]) throws(OpenSSLError) -> [UInt8] {
+        guard let key, let tokenKey = key.tokenKey else {
+            throw OpenSSLError(function: "sign", reason: "this key has no private half on a token")
+        }
+        let plan = try plan(for: key, tokenKey: tokenKey, digestLength: 0, messageAvailable: true)
+        ProviderDiagnostics.recordMechanism("\(plan.mechanism) (\(plan.reason))")
+        do {
+            return try tokenKey.sign(message, mechanism: plan.mechanism)
+        } catch {
+            throw OpenSSLError(error)
+        }
+    }
+
+    /// Verifies an Ed25519 signature with OpenSSL's default provider.
+    func verifyEdDSA(signature: [UInt8], message: [UInt8]) -> Bool {
+        guard let key, let context = EVP_MD_CTX_new() else { return false }
+        defer { EVP_MD_CTX_free(context) }
+        return EVP_DigestVerifyInit_ex(context, nil, nil, nil, PublicKeyBuilder.defaultProperties, key.publicKey, nil) == 1
+            && EVP_DigestVerify(context, signature, signature.count, message, message.count) == 1
     }
 
     /// Verifies with OpenSSL's default provider on the public key.
@@ -186,6 +211,19 @@ enum SignatureOperations {
         (OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, DispatchTable.function(signatureSetParams as @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<OSSL_PARAM>?) -> Int32)),
         (OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, DispatchTable.function(signatureSettableParams as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>?)),
         (OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, DispatchTable.function(signatureGetParams as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32)),
+        (OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, DispatchTable.function(signatureGettableParams as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>?)),
+    ])
+
+    /// Ed25519 has no separate digest, so OpenSSL only calls the one-shot functions.
+    nonisolated(unsafe) static let ed25519DispatchTable: UnsafePointer<OSSL_DISPATCH> = DispatchTable.make([
+        (OSSL_FUNC_SIGNATURE_NEWCTX, DispatchTable.function(signatureNew as @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?) -> UnsafeMutableRawPointer?)),
+        (OSSL_FUNC_SIGNATURE_FREECTX, DispatchTable.function(signatureFree as @convention(c) (UnsafeMutableRawPointer?) -> Void)),
+        (OSSL_FUNC_SIGNATURE_DUPCTX, DispatchTable.function(signatureDuplicate as @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?)),
+        (OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, DispatchTable.function(edDSAInit as @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafeMutableRawPointer?, UnsafePointer<OSSL_PARAM>?) -> Int32)),
+        (OSSL_FUNC_SIGNATURE_DIGEST_SIGN, DispatchTable.function(edDSASign as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Int>?, Int, UnsafePointer<UInt8>?, Int) -> Int32)),
+        (OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, DispatchTable.function(edDSAInit as @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, UnsafeMutableRawPointer?, UnsafePointer<OSSL_PARAM>?) -> Int32)),
+        (OSSL_FUNC_SIGNATURE_DIGEST_VERIFY, DispatchTable.function(edDSAVerify as @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int) -> Int32)),
+        (OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, DispatchTable.function(edDSAGetParams as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<OSSL_PARAM>?) -> Int32)),
         (OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, DispatchTable.function(signatureGettableParams as @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> UnsafePointer<OSSL_PARAM>?)),
     ])
 
@@ -345,7 +383,11 @@ private func applySignatureParams(_ operation: SignatureContext, _ params: Unsaf
     guard let params else { return 1 }
     if let param = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST) {
         guard let name = utf8Value(param), let hash = HashAlgorithm(openSSLName: name) else {
-            raiseProviderError("unsupported digest for a token signature")
+            raiseProviderError("unsupported digest for a token signature; use SHA1, SHA224, SHA256, SHA384 or SHA512")
+            return 0
+        }
+        if operation.digestContext != nil, let current = operation.digest, current != hash {
+            raiseProviderError("the digest is fixed when the signature starts (\(current)); start a new signature for \(hash)")
             return 0
         }
         operation.digest = hash
@@ -370,7 +412,10 @@ private func applySignatureParams(_ operation: SignatureContext, _ params: Unsaf
         operation.padding = mode
     }
     if let param = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST) {
-        guard let name = utf8Value(param), let hash = HashAlgorithm(openSSLName: name) else { return 0 }
+        guard let name = utf8Value(param), let hash = HashAlgorithm(openSSLName: name) else {
+            raiseProviderError("unsupported MGF1 digest; use SHA1, SHA224, SHA256, SHA384 or SHA512")
+            return 0
+        }
         operation.mgf1Digest = hash
     }
     if let param = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN) {
@@ -380,7 +425,12 @@ private func applySignatureParams(_ operation: SignatureContext, _ params: Unsaf
             case "digest": length = RSA_PSS_SALTLEN_DIGEST
             case "max": length = RSA_PSS_SALTLEN_MAX
             case "auto": length = RSA_PSS_SALTLEN_AUTO
-            case let text?: guard let number = Int32(text) else { return 0 }; length = number
+            case let text?:
+                guard let number = Int32(text) else {
+                    raiseProviderError("PSS salt length '\(text)' is not digest, max, auto or a number")
+                    return 0
+                }
+                length = number
             case nil: return 0
             }
         } else if OSSL_PARAM_get_int(param, &length) != 1 {
@@ -399,6 +449,20 @@ private func signatureGetParams(_ context: UnsafeMutableRawPointer?, _ params: U
     if let param = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID) {
         guard let identifier = algorithmIdentifier(operation) else { return 0 }
         guard identifier.withUnsafeBytes({ OSSL_PARAM_set_octet_string(param, $0.baseAddress, $0.count) }) == 1 else { return 0 }
+    }
+    // Answered in the type asked for: OpenSSL's ctrl translation reads these back as strings.
+    if let param = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE) {
+        let name = operation.padding == RSA_PKCS1_PSS_PADDING ? "pss" : "pkcs1"
+        let set = param.pointee.data_type == UInt32(OSSL_PARAM_UTF8_STRING)
+            ? OSSL_PARAM_set_utf8_string(param, name) : OSSL_PARAM_set_int(param, operation.padding)
+        guard set == 1 else { return 0 }
+    }
+    if let param = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN) {
+        let named = [RSA_PSS_SALTLEN_DIGEST: "digest", RSA_PSS_SALTLEN_MAX: "max", RSA_PSS_SALTLEN_AUTO: "auto"]
+        let set = param.pointee.data_type == UInt32(OSSL_PARAM_UTF8_STRING)
+            ? OSSL_PARAM_set_utf8_string(param, named[operation.saltLength] ?? String(operation.saltLength))
+            : OSSL_PARAM_set_int(param, operation.saltLength)
+        guard set == 1 else { return 0 }
     }
     return 1
 }
@@ -436,4 +500,59 @@ private func algorithmIdentifier(_ operation: SignatureContext) -> [UInt8]? {
     }
     guard found == 1, length > 0, length <= buffer.count else { return nil }
     return Array(buffer.prefix(length))
+}
+
+// MARK: Ed25519
+
+private func edDSAInit(_ context: UnsafeMutableRawPointer?, _ digestName: UnsafePointer<CChar>?,
+                       _ keydata: UnsafeMutableRawPointer?, _ params: UnsafePointer<OSSL_PARAM>?) -> Int32 {
+    if let digestName, digestName.pointee != 0 {
+        raiseProviderError("Ed25519 takes no separate digest (got \(String(cString: digestName)))")
+        return 0
+    }
+    guard let operation = signatureContext(context), let key = keyBox(keydata)?.key, key.algorithm == .ed25519 else { return 0 }
+    operation.key = key
+    return 1
+}
+
+private func edDSASign(_ context: UnsafeMutableRawPointer?, _ signature: UnsafeMutablePointer<UInt8>?,
+                       _ signatureLength: UnsafeMutablePointer<Int>?, _ signatureSize: Int,
+                       _ input: UnsafePointer<UInt8>?, _ inputLength: Int) -> Int32 {
+    guard let operation = signatureContext(context), let signatureLength else { return 0 }
+    guard let signature else {
+        signatureLength.pointee = 64
+        return 1
+    }
+    do {
+        let message = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
+        let produced = try operation.signEdDSA(message)
+        guard produced.count <= signatureSize else {
+            raiseProviderError("signature buffer of \(signatureSize) bytes is too small for \(produced.count)")
+            return 0
+        }
+        produced.withUnsafeBufferPointer { signature.update(from: $0.baseAddress!, count: produced.count) }
+        signatureLength.pointee = produced.count
+        return 1
+    } catch {
+        raiseProviderError(error.description)
+        return 0
+    }
+}
+
+private func edDSAVerify(_ context: UnsafeMutableRawPointer?, _ signature: UnsafePointer<UInt8>?, _ signatureLength: Int,
+                         _ input: UnsafePointer<UInt8>?, _ inputLength: Int) -> Int32 {
+    guard let operation = signatureContext(context), let signature else { return 0 }
+    let message = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
+    return operation.verifyEdDSA(signature: Array(UnsafeBufferPointer(start: signature, count: signatureLength)), message: message) ? 1 : 0
+}
+
+/// The AlgorithmIdentifier of Ed25519 (RFC 8410): SEQUENCE { OID 1.3.101.112 }, no parameters.
+private let ed25519AlgorithmIdentifier: [UInt8] = [0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70]
+
+private func edDSAGetParams(_ context: UnsafeMutableRawPointer?, _ params: UnsafeMutablePointer<OSSL_PARAM>?) -> Int32 {
+    guard let params else { return 0 }
+    if let param = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID) {
+        guard ed25519AlgorithmIdentifier.withUnsafeBytes({ OSSL_PARAM_set_octet_string(param, $0.baseAddress, $0.count) }) == 1 else { return 0 }
+    }
+    return 1
 }

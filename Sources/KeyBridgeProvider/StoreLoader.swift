@@ -58,7 +58,9 @@ private func pinFromCallback(_ callback: PassphraseCallback?, _ argument: Unsafe
     var buffer = [CChar](repeating: 0, count: 256)
     var length = 0
     guard callback(&buffer, buffer.count, &length, nil, argument) == 1, length > 0, length <= buffer.count else { return nil }
-    let pin = buffer.withUnsafeBytes { PIN(bytes: Array($0.prefix(length))) }
+    var copy = buffer.withUnsafeBytes { Array($0.prefix(length)) }
+    let pin = PIN(bytes: copy)
+    copy.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) }
     buffer.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) }
     return pin
 }

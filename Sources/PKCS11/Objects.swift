@@ -122,6 +122,11 @@ extension Token {
         return UInt(bytes.withUnsafeBytes { $0.loadUnaligned(as: CK_ULONG.self) })
     }
 
+    /// An object's `CKA_ID`, if it has one.
+    public func objectID(_ object: ObjectHandle) throws(PKCS11Error) -> [UInt8]? {
+        try attribute(.id, of: object)
+    }
+
     /// The DER of a certificate object. `CKA_VALUE` is read only after `CKA_CLASS` proves the
     /// object is a certificate, never for a key.
     public func certificateDER(_ object: ObjectHandle) throws(PKCS11Error) -> [UInt8] {
@@ -148,7 +153,7 @@ extension Token {
     /// `C_SignInit`, with the PIN that logged the token in.
     public func sign(_ data: [UInt8], with object: ObjectHandle, mechanism: SignatureMechanism,
                      contextLogin: Bool = false) throws(PKCS11Error) -> [UInt8] {
-        try withSession { session throws(PKCS11Error) in
+        try withSession(discardOnError: true) { session throws(PKCS11Error) in
             try mechanism.withCMechanism { mechanismPointer throws(PKCS11Error) in
                 try check(functions.C_SignInit(session, mechanismPointer, CK_OBJECT_HANDLE(object.rawValue)),
                           "C_SignInit", "the token refused to start a \(mechanism) signature with this key")

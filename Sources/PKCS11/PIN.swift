@@ -111,7 +111,7 @@ public enum PINResolver {
             throw PKCS11Error(function: "pin-source",
                               reason: "pin-source must be a file: URI or an absolute path (got a value of another form); write pin-source=file:/path/to/pin")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard var data = FileManager.default.contents(atPath: path) else {
             throw PKCS11Error(function: "pin-source",
                               reason: "cannot read the PIN file \(path); check that it exists and is readable")
         }
@@ -119,7 +119,8 @@ public enum PINResolver {
         // A trailing newline comes from editors and `echo`, and is never part of the PIN.
         while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
         let pin = PIN(bytes: bytes)
-        for index in bytes.indices { bytes[index] = 0 }
+        bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
+        data.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
         return pin
     }
 

@@ -130,6 +130,11 @@ func defaultAdvice(for value: ReturnValue) -> String {
     case .tokenNotPresent, .deviceRemoved: return "the token is not present; check the HSM connection and the slot"
     case .userNotLoggedIn: return "the session is not logged in; supply a PIN"
     case .mechanismInvalid: return "the token does not support this mechanism"
+    case .mechanismParamInvalid: return "the token rejected the mechanism's parameters (for PSS: hash, MGF1 or salt length)"
+    case ReturnValue(rawValue: 0x68): return "the key may not sign (CKA_SIGN is false); use a key generated for signing"
+    case ReturnValue(rawValue: 0xA3): return "the PIN has expired; change it with pkcs11-tool --change-pin"
+    case ReturnValue(rawValue: 0xA1), ReturnValue(rawValue: 0xA2): return "the PIN has characters or a length the token does not accept; check the PIN source"
+    case ReturnValue(rawValue: 0xB1): return "the token has no free sessions; close other programs using it or raise its session limit"
     case .keyTypeInconsistent: return "the key type does not fit the mechanism"
     default: return "the PKCS#11 module reported an error"
     }

@@ -48,7 +48,7 @@ public final class PKCS11Module: @unchecked Sendable {
         if let path = uri.modulePath { return try load(path: path) }
         if let name = uri.moduleName {
             let directory = "/usr/lib/\(multiarchTriplet)/pkcs11"
-            let candidates = registeredModulePath(name: name).map { [$0] } ?? []
+            let candidates = (registeredModulePath(name: name).map { [$0] } ?? [])
                 + ["\(directory)/\(name).so", "\(directory)/\(name)", "/usr/lib/softhsm/\(name).so"]
             guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                 throw PKCS11Error(function: "module-name",
@@ -79,12 +79,17 @@ public final class PKCS11Module: @unchecked Sendable {
     public static func load(path: String) throws(PKCS11Error) -> PKCS11Module {
         registryLock.lock()
         defer { registryLock.unlock() }
-        if let module = registry[path] {
+        // One module object per real file, so two spellings of a path share one login state.
+        let realPath = realpath(path, nil).map { resolved in
+            defer { free(resolved) }
+            return String(cString: resolved)
+        } ?? path
+        if let module = registry[realPath] {
             try module.reinitializeAfterFork()
             return module
         }
         let module = try PKCS11Module(path: path)
-        registry[path] = module
+        registry[realPath] = module
         return module
     }
 

@@ -74,6 +74,39 @@ public final class PrivateKey: @unchecked Sendable {
             throw PKCS11Error(function: "key lookup",
                               reason: "the URI has type=\(type.rawValue), but a private key is needed; use type=private or leave type out")
         }
+        let (token, tokenInfo) = try loggedInToken(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: pinFallback)
+        let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
+        return try PrivateKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
+    }
+
+    /// Every private key on the token a URI names (its object attributes are ignored), each with
+    /// a URI of its own that names it by `CKA_ID` (or label when it has no id).
+    public static func all(on uri: PKCS11URI, pin: PIN? = nil, allowPrompt: Bool = true) throws(PKCS11Error) -> [PrivateKey] {
+        let (token, tokenInfo) = try loggedInToken(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: nil)
+        var tokenOnly = uri
+        tokenOnly.object = nil
+        tokenOnly.id = nil
+        tokenOnly.type = nil
+        var keys: [PrivateKey] = []
+        for handle in try token.findObjects(matching: tokenOnly, objectClass: .privateKey) {
+            var own = tokenOnly
+            own.type = .privateKey
+            if let id = try token.attribute(.id, of: handle), !id.isEmpty {
+                own.id = id
+            } else {
+                own.object = try token.attribute(.label, of: handle).map { String(decoding: $0, as: UTF8.self) }
+            }
+            // Keys of types KeyBridge cannot use are skipped, not fatal: they are someone else's.
+            if let key = try? PrivateKey(uri: own, token: token, handle: handle, tokenLabel: tokenInfo.label) {
+                keys.append(key)
+            }
+        }
+        return keys
+    }
+
+    /// The token a URI names, logged in when the login behaviour calls for it.
+    private static func loggedInToken(_ uri: PKCS11URI, pin: PIN?, allowPrompt: Bool,
+                                      pinFallback: (() -> PIN?)?) throws(PKCS11Error) -> (Token, TokenInfo) {
         let module = try PKCS11Module.load(for: uri)
         let token = try module.token(matching: uri)
         let tokenInfo = try token.info()
@@ -95,8 +128,7 @@ public final class PrivateKey: @unchecked Sendable {
                 throw named
             }
         }
-        let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
-        return try PrivateKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
+        return (token, tokenInfo)
     }
 
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
@@ -117,7 +149,10 @@ public final class PrivateKey: @unchecked Sendable {
     }
 
     private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, tokenLabel: String) throws(PKCS11Error) {
-        self.uri = uri
+        // The URI is kept for finding the key again; a PIN in it is not kept with it.
+        var withoutPIN = uri
+        withoutPIN.pinValue = nil
+        self.uri = withoutPIN
         self.token = token
         self.handle = handle
         self.tokenLabel = tokenLabel

@@ -58,7 +58,9 @@ public final class Token: @unchecked Sendable {
 
     /// Runs `body` with a session from the pool. A session that reported a lost-session error is
     /// closed rather than returned to the pool.
-    func withSession<R>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+    /// With `discardOnError`, a session that failed is closed rather than pooled: an operation
+    /// that failed halfway (after `C_SignInit`) may still be active in it.
+    func withSession<R>(discardOnError: Bool = false, _ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
         try module.reinitializeAfterFork()
         lock.lock()
         let pooled = idleSessions.popLast()
@@ -75,6 +77,8 @@ public final class Token: @unchecked Sendable {
             if let code = error.returnValue, code.meansSessionLost {
                 _ = functions.C_CloseSession(session)
                 markSessionsLost()
+            } else if discardOnError {
+                _ = functions.C_CloseSession(session)
             } else {
                 lock.lock()
                 idleSessions.append(session)
@@ -128,6 +132,14 @@ public final class Token: @unchecked Sendable {
             throw PKCS11Error(function: "C_Login",
                               reason: "token '\(tokenInfo.label)' requires the user PIN to be changed first (CKF_USER_PIN_TO_BE_CHANGED); change it with pkcs11-tool --change-pin")
         }
+        if pin == nil, tokenInfo.flags.contains(.protectedAuthenticationPath) {
+            // The PIN is entered on the device's own pad: C_Login takes no PIN here.
+            let session = try anchor()
+            try check(functions.C_Login(session, CK_USER_TYPE(CKU_USER), nil, 0), "C_Login",
+                      "the PIN entry on the token's own keypad for '\(tokenInfo.label)' failed or was cancelled")
+            lock.withLock { loggedIn = true }
+            return
+        }
         guard let pin else {
             throw PKCS11Error(returnValue: .userNotLoggedIn, function: "C_Login",
                               reason: "token '\(tokenInfo.label)' needs a PIN and none was given; add pin-source=file:/path to the URI or set KEYBRIDGE_PIN")
@@ -145,11 +157,16 @@ public final class Token: @unchecked Sendable {
                               UnsafeMutablePointer(mutating: bytes.bindMemory(to: CK_UTF8CHAR.self).baseAddress),
                               CK_ULONG(bytes.count))
         }
-        if rv == CKR_USER_ALREADY_LOGGED_IN || rv == CKR_OK {
-            lock.lock()
-            loggedIn = true
-            goodPIN = pin
-            lock.unlock()
+        if rv == CKR_OK {
+            lock.withLock {
+                loggedIn = true
+                goodPIN = pin
+            }
+            return
+        }
+        if rv == CKR_USER_ALREADY_LOGGED_IN {
+            // Someone else logged in; this PIN was never checked, so it is not kept for re-logins.
+            lock.withLock { loggedIn = true }
             return
         }
         if rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE || rv == CKR_PIN_INVALID {
@@ -172,7 +189,14 @@ public final class Token: @unchecked Sendable {
                               UnsafeMutablePointer(mutating: bytes.bindMemory(to: CK_UTF8CHAR.self).baseAddress),
                               CK_ULONG(bytes.count))
         }
-        try check(rv, "C_Login", "the context-specific login for a CKA_ALWAYS_AUTHENTICATE key failed")
+        if rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED {
+            // The kept PIN no longer works: forget it, so no later signature sends it again.
+            lock.withLock {
+                failedPINFingerprints.insert(pin.fingerprint)
+                goodPIN = nil
+            }
+        }
+        try check(rv, "C_Login", "the context-specific login for a CKA_ALWAYS_AUTHENTICATE key failed; KeyBridge will not send this PIN again")
     }
 
     /// Logs in again after a session loss, but only with the PIN that worked before.

@@ -14,7 +14,7 @@ final class ProviderModuleTests: XCTestCase {
     private func openssl(_ arguments: [String]) throws -> Command.Result {
         var environment = ProcessInfo.processInfo.environment
         environment["SOFTHSM2_CONF"] = token.softHSMConfig
-        let providers = ["-provider-path", moduleDirectory, "-provider", "libkeybridge-provider", "-provider", "default"]
+        let providers = ["-provider-path", moduleDirectory, "-provider", "default", "-provider", "libkeybridge-provider"]
         return try Command.run(["/usr/bin/openssl", arguments[0]] + providers + arguments.dropFirst(), environment: environment)
     }
 
@@ -116,6 +116,16 @@ final class ProviderModuleTests: XCTestCase {
             XCTAssertTrue(result.standardOutput.contains("\"verify\":\"SUCCESS\""), "\(name): \(result.combined)")
             XCTAssertTrue(result.standardOutput.contains("CN=tpp-\(name).example"), result.standardOutput)
             XCTAssertTrue(result.standardOutput.contains("\"uri\":\"/s_client/\(name)\""), result.standardOutput)
+        }
+    }
+
+    /// With the module loaded after default, OpenSSL still generates and uses ordinary keys.
+    func testOrdinaryKeysStillWorkWithTheModuleLoaded() throws {
+        let directory = try Command.temporaryDirectory()
+        for algorithm in ["RSA", "EC"] {
+            let options = algorithm == "EC" ? ["-pkeyopt", "ec_paramgen_curve:P-256"] : ["-pkeyopt", "rsa_keygen_bits:2048"]
+            let made = try openssl(["genpkey", "-algorithm", algorithm, "-out", directory + "/\(algorithm).pem"] + options)
+            XCTAssertEqual(made.status, 0, "\(algorithm): \(made.standardError)")
         }
     }
 }
