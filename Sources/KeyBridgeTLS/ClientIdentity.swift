@@ -19,9 +19,15 @@ final class ClientIdentity: @unchecked Sendable {
     let signatureAlgorithms: [String]?
     /// For token keys: the signing mechanisms the token offers for the key, for messages.
     let tokenMechanisms: String?
+    /// An RSA token key that can make only PSS signatures proves itself with PSS.
+    private var testNeedsPSS: Bool {
+        guard let algorithms = signatureAlgorithms else { return false }
+        return algorithms.contains { $0.hasPrefix("rsa_pss") } && !algorithms.contains { $0.hasPrefix("RSA+") }
+    }
+
     /// RSA token keys without any RSA-PSS path cannot sign in TLS 1.3.
     var supportsTLS13: Bool {
-        signatureAlgorithms?.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") } ?? true
+        signatureAlgorithms?.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") || $0 == "ed25519" } ?? true
     }
 
     init(chain: CertificateChainSource, key: KeyReference) throws(KeyBridgeError) {
@@ -68,6 +74,20 @@ final class ClientIdentity: @unchecked Sendable {
             }
             keyLocation = "PEM file \(KeyReference.redacted(path))"
             onToken = false
+        case let .engine(id, identifier):
+            // The engine talks to the token itself, so KeyBridge neither restricts the signature
+            // schemes nor reports token mechanisms; the key is checked against the certificate below.
+            providerKey = nil
+            signatureAlgorithms = nil
+            tokenMechanisms = nil
+            do {
+                privateKey = try EngineKey.load(engineID: id, identifier: identifier)
+            } catch {
+                ClientIdentity.free(certificates)
+                throw error
+            }
+            keyLocation = "via OpenSSL engine '\(id)': \(EngineKey.shown(identifier))"
+            onToken = false
         }
         // Every property is set by now, so a throw here runs deinit, which frees them.
         if signatureAlgorithms?.isEmpty == true {
@@ -105,11 +125,11 @@ final class ClientIdentity: @unchecked Sendable {
         }
         let signature: [UInt8]
         do {
-            signature = try TestSignature.sign(challenge, with: privateKey)
+            signature = try TestSignature.sign(challenge, with: privateKey, usePSS: testNeedsPSS)
         } catch {
             throw KeyBridgeError(.key, "the key \(key) cannot sign a test challenge: \(error)")
         }
-        guard TestSignature.verify(signature, of: challenge, with: certificateKey) else {
+        guard TestSignature.verify(signature, of: challenge, with: certificateKey, usePSS: testNeedsPSS) else {
             throw KeyBridgeError(.certificate, "\(mismatch): a test signature by the key does not verify with the certificate")
         }
     }
@@ -154,12 +174,20 @@ final class ClientIdentity: @unchecked Sendable {
 
 /// One SHA-256 signature over a challenge, with the key's default padding.
 enum TestSignature {
-    static func sign(_ data: [UInt8], with key: OpaquePointer) throws(OpenSSLError) -> [UInt8] {
+    /// Ed25519 takes no separate digest; every other key type signs SHA-256.
+    private static func digestName(for key: OpaquePointer) -> String? {
+        EVP_PKEY_is_a(key, "ED25519") == 1 ? nil : "SHA256"
+    }
+
+    /// `usePSS` is for RSA keys on tokens that can make only PSS signatures.
+    static func sign(_ data: [UInt8], with key: OpaquePointer, usePSS: Bool = false) throws(OpenSSLError) -> [UInt8] {
         guard let context = EVP_MD_CTX_new() else { throw OpenSSLError.drain(function: "EVP_MD_CTX_new", reason: "out of memory") }
         defer { EVP_MD_CTX_free(context) }
         _ = ProviderDiagnostics.takeLastFailure()
         var length = 0
-        guard EVP_DigestSignInit_ex(context, nil, "SHA256", nil, nil, key, nil) == 1,
+        var keyContext: OpaquePointer?
+        guard EVP_DigestSignInit_ex(context, &keyContext, digestName(for: key), nil, nil, key, nil) == 1,
+              !usePSS || EVP_PKEY_CTX_set_rsa_padding(keyContext, RSA_PKCS1_PSS_PADDING) == 1,
               EVP_DigestSign(context, nil, &length, data, data.count) == 1 else {
             throw failure("EVP_DigestSignInit_ex")
         }
@@ -170,10 +198,12 @@ enum TestSignature {
         return Array(signature.prefix(length))
     }
 
-    static func verify(_ signature: [UInt8], of data: [UInt8], with key: OpaquePointer) -> Bool {
+    static func verify(_ signature: [UInt8], of data: [UInt8], with key: OpaquePointer, usePSS: Bool = false) -> Bool {
         guard let context = EVP_MD_CTX_new() else { return false }
         defer { EVP_MD_CTX_free(context) }
-        let verified = EVP_DigestVerifyInit_ex(context, nil, "SHA256", nil, "provider=default", key, nil) == 1
+        var keyContext: OpaquePointer?
+        let verified = EVP_DigestVerifyInit_ex(context, &keyContext, digestName(for: key), nil, "provider=default", key, nil) == 1
+            && (!usePSS || EVP_PKEY_CTX_set_rsa_padding(keyContext, RSA_PKCS1_PSS_PADDING) == 1)
             && EVP_DigestVerify(context, signature, signature.count, data, data.count) == 1
         ERR_clear_error()
         return verified

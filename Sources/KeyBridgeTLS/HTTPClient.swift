@@ -125,6 +125,10 @@ public final class HTTPClient: @unchecked Sendable {
                 }
             } ?? curl_easy_perform(handle)
         }
+        // The handle must not keep pointers to buffers that die with this call.
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, nil)
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_HTTPHEADER, nil)
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
         let curlMessage = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         guard code == CURLE_OK else {
             throw failure(code: code, message: curlMessage, url: request.url)
@@ -294,6 +298,10 @@ private func installIdentity(_ curl: UnsafeMutableRawPointer?, _ context: Unsafe
 }
 
 private func recordHandshake(_ ssl: OpaquePointer?, _ event: Int32, _ value: Int32) {
+    if event & Int32(SSL_CB_HANDSHAKE_START) != 0 {
+        // A resumed or certificate-less handshake signs nothing; report nothing stale for it.
+        ProviderDiagnostics.clearLastMechanism()
+    }
     if event & Int32(SSL_CB_ALERT) != 0, let failure = ProviderDiagnostics.takeLastFailure(),
        let ssl, let transfer = transferState(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), transferSlot)) {
         transfer.tokenFailure = failure
@@ -322,6 +330,7 @@ enum SignatureSchemeName {
         switch typeNID {
         case EVP_PKEY_RSA_PSS: return "rsa_pss_rsae_\(digest)"
         case EVP_PKEY_RSA: return "rsa_pkcs1_\(digest)"
+        case EVP_PKEY_ED25519: return "ed25519"
         case EVP_PKEY_EC:
             guard version == "TLSv1.3", let key else { return "ecdsa_\(digest)" }
             var name = [CChar](repeating: 0, count: 64)

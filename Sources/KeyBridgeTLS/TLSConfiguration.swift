@@ -14,6 +14,12 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
     case pkcs11(String)
     /// A PEM private key file; for comparison and migration only, as the key is then in memory.
     case pemFile(String)
+    /// A key that an OpenSSL engine loads and uses, like Node's `privateKeyEngine` and
+    /// `privateKeyIdentifier` or curl's `--engine ID --key-type ENG`. For libp11's engine
+    /// (`id: "pkcs11"`) the identifier is a `pkcs11:` URI, whose module and PIN KeyBridge
+    /// resolves as for `.pkcs11`; a vendor's engine takes its own key names. The engine, not
+    /// KeyBridge, talks to the token.
+    case engine(id: String, identifier: String)
 
     /// Reads a command-line style reference: a `pkcs11:` URI or a file path.
     public init(parsing text: String) {
@@ -26,6 +32,7 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case let .pkcs11(uri): return String(uri.prefix { $0 != "?" })
         case let .pemFile(path): return KeyReference.redacted(path)
+        case let .engine(id, identifier): return "\(KeyReference.redacted(String(identifier.prefix { $0 != "?" }))) (OpenSSL engine '\(id)')"
         }
     }
 

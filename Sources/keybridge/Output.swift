@@ -49,6 +49,8 @@ enum Help {
           --data-binary DATA     Same as --data
           --cert FILE            Client certificate chain in PEM: leaf first, then intermediates
           --key KEY              pkcs11: URI of the private key (or a PEM key file, for comparison)
+          --engine ID            Load --key through the OpenSSL engine ID (pkcs11 is libp11's) instead
+                                 of KeyBridge's provider, as curl's --engine ID --key-type ENG does
           --cacert FILE          Trust only these CA certificates for the server
       -o, --output FILE          Write the body to FILE instead of standard output
       -i, --include              Print the response status line and headers before the body

@@ -11,6 +11,9 @@ enum RequestCommand {
         var data: String?
         var certificate: String?
         var key: String?
+        /// `--engine ID`: load `--key` through this OpenSSL engine.
+        var engine: String?
+        var keyTypeIsEngine = false
         var caCertificate: String?
         var output: String?
         var include = false
@@ -85,6 +88,14 @@ enum RequestCommand {
             case "-d", "--data", "--data-binary": options.data = try value(argument)
             case "--cert", "-E": options.certificate = try value(argument)
             case "--key": options.key = try value(argument)
+            case "--engine": options.engine = try value(argument)
+            case "--key-type":
+                // Accepted so curl command lines carry over: ENG goes with --engine, PEM is the default.
+                let type = try value(argument)
+                guard ["ENG", "PEM"].contains(type.uppercased()) else {
+                    throw UsageError(message: "--key-type takes ENG (with --engine) or PEM, not '\(type.prefix(20))'")
+                }
+                options.keyTypeIsEngine = type.uppercased() == "ENG"
             case "--cacert": options.caCertificate = try value(argument)
             case "-o", "--output": options.output = try value(argument)
             case "-i", "--include": options.include = true
@@ -110,6 +121,14 @@ enum RequestCommand {
             index += 1
         }
         guard options.url != nil else { throw UsageError(message: "no URL given") }
+        if let engine = options.engine {
+            guard !engine.isEmpty else { throw UsageError(message: "--engine needs an engine id such as pkcs11") }
+            guard options.key != nil else {
+                throw UsageError(message: "--engine \(engine) needs --key with the key's identifier (for pkcs11, a pkcs11: URI)")
+            }
+        } else if options.keyTypeIsEngine {
+            throw UsageError(message: "--key-type ENG needs --engine with the engine id, e.g. --engine pkcs11")
+        }
         guard options.minimumVersion <= options.maximumVersion else {
             throw UsageError(message: "the lowest TLS version is above --tls-max")
         }
@@ -130,7 +149,7 @@ enum RequestCommand {
         guard let url = options.url else { throw KeyBridgeError(.usage, "no URL given") }
         let configuration = TLSConfiguration(
             certificateChain: options.certificate.map { .pemFile($0) },
-            key: options.key.map { KeyReference(parsing: $0) },
+            key: options.key.map { key in options.engine.map { .engine(id: $0, identifier: key) } ?? KeyReference(parsing: key) },
             trustRoots: options.caCertificate.map { .pemFile($0) } ?? .system,
             minimumVersion: options.minimumVersion,
             maximumVersion: options.maximumVersion)

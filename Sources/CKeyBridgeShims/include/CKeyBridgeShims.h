@@ -6,7 +6,7 @@
 #include <curl/curl.h>
 
 // MARK: OpenSSL error raising is a macro around a variadic function.
-void CKeyBridgeShims_ERR_raise_data(int lib, int reason, const char *text);
+void CKeyBridgeShims_ERR_raise_data(int lib, int reason, const char *file, int line, const char *function, const char *text);
 
 // MARK: OpenSSL SSL_CTX and SSL controls are macros over SSL_CTX_ctrl / SSL_ctrl.
 long CKeyBridgeShims_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
@@ -31,5 +31,21 @@ CURLcode CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(CURL *curl, CURLcode 
 CURLcode CKeyBridgeShims_curl_easy_setopt_debug_function(CURL *curl, int (*callback)(CURL *, curl_infotype, char *, size_t, void *));
 CURLcode CKeyBridgeShims_curl_easy_getinfo_long(CURL *curl, CURLINFO info, long *value);
 CURLcode CKeyBridgeShims_curl_easy_getinfo_string(CURL *curl, CURLINFO info, const char **value);
+
+// MARK: The ENGINE API is deprecated in OpenSSL 3, but libp11's `pkcs11` engine and vendor HSM
+// engines are still only reachable through it. Every ENGINE call lives in EngineShims.c, built with
+// OPENSSL_SUPPRESS_DEPRECATED, so neither C nor Swift sees a deprecation warning.
+ENGINE *CKeyBridgeShims_ENGINE_by_id(const char *id);
+int CKeyBridgeShims_ENGINE_ctrl_cmd_string(ENGINE *engine, const char *command, const char *argument, int optional);
+int CKeyBridgeShims_ENGINE_init(ENGINE *engine);
+// Keeps ENGINE_register_all_complete (which libcurl's global init runs) from making the engine the
+// process-wide default for RSA and EC: only keys it loads should use it.
+int CKeyBridgeShims_ENGINE_set_flags_NO_REGISTER_ALL(ENGINE *engine);
+int CKeyBridgeShims_ENGINE_free(ENGINE *engine);
+EVP_PKEY *CKeyBridgeShims_ENGINE_load_private_key(ENGINE *engine, const char *key_id, UI_METHOD *ui_method, void *callback_data);
+// A UI method whose reader fails, so an engine without a PIN gives up instead of prompting or
+// logging in with an empty PIN (which counts as a wrong one). Its callback needs <openssl/ui.h>,
+// which the COpenSSL module does not export to Swift.
+UI_METHOD *CKeyBridgeShims_UI_create_refusing_method(void);
 
 #endif
