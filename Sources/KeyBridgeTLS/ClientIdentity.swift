@@ -30,10 +30,17 @@ final class ClientIdentity: @unchecked Sendable {
         signatureAlgorithms?.contains { $0.hasPrefix("rsa_pss") || $0.hasPrefix("ECDSA") || $0 == "ed25519" } ?? true
     }
 
-    init(chain: CertificateChainSource, key: KeyReference) throws(KeyBridgeError) {
+    init(chain: CertificateChainSource, key named: KeyReference) throws(KeyBridgeError) {
         let certificates = try ClientIdentity.readChain(chain)
         leaf = certificates[0]
         intermediates = Array(certificates.dropFirst())
+        let key: KeyReference
+        do {
+            key = try ClientIdentity.keyFoundByCertificate(named, leaf: certificates[0])
+        } catch {
+            ClientIdentity.free(certificates)
+            throw error
+        }
         switch key {
         case let .pkcs11(text):
             let uri: PKCS11URI
@@ -134,12 +141,49 @@ final class ClientIdentity: @unchecked Sendable {
         }
     }
 
+    /// A token URI that names no object asks for the key whose public key is the certificate's.
+    private static func keyFoundByCertificate(_ key: KeyReference, leaf: OpaquePointer) throws(KeyBridgeError) -> KeyReference {
+        guard case let .pkcs11(text) = key, let uri = try? PKCS11URI(parsing: text), uri.object == nil, uri.id == nil else { return key }
+        var derPointer: UnsafeMutablePointer<UInt8>?
+        let length = i2d_X509(leaf, &derPointer)
+        guard length > 0, let derPointer else { throw KeyBridgeError(.certificate, "cannot encode the client certificate") }
+        let der = Array(UnsafeBufferPointer(start: derPointer, count: Int(length)))
+        CRYPTO_free(derPointer, nil, 0)
+        do {
+            let found = try TokenCertificates.privateKeyURI(forCertificate: der, tokenURI: text)
+            KeyBridgeLog.debug("found the key for the certificate: \(found.prefix { $0 != "?" })")
+            return .pkcs11(found)
+        } catch {
+            throw KeyBridgeError(error.function == "key lookup" ? .certificate : .key, error.reason)
+        }
+    }
+
     private static func readChain(_ source: CertificateChainSource) throws(KeyBridgeError) -> [OpaquePointer] {
         switch source {
+        case let .pkcs11(text):
+            let ders: [[UInt8]]
+            do {
+                ders = try TokenCertificates.chain(uri: text)
+            } catch {
+                throw KeyBridgeError(.certificate, "cannot read the certificate chain from the token: \(error.reason)")
+            }
+            var certificates: [OpaquePointer] = []
+            for der in ders {
+                let parsed: OpaquePointer? = der.withUnsafeBufferPointer { buffer in
+                    var cursor: UnsafePointer<UInt8>? = buffer.baseAddress
+                    return d2i_X509(nil, &cursor, buffer.count)
+                }
+                guard let parsed else {
+                    free(certificates)
+                    throw KeyBridgeError(.certificate, "a certificate on the token is not valid DER")
+                }
+                certificates.append(parsed)
+            }
+            return certificates
         case let .pemFile(path):
             guard let bio = BIO_new_file(path, "r") else {
                 ERR_clear_error()
-                throw KeyBridgeError(.file, "cannot read the certificate file \(path); check the path given to --cert")
+                throw KeyBridgeError(.file, "cannot read the certificate file \(KeyReference.redacted(path)); check the path given to --cert")
             }
             defer { BIO_free(bio) }
             var certificates: [OpaquePointer] = []

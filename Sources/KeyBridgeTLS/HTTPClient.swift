@@ -79,8 +79,17 @@ public final class HTTPClient: @unchecked Sendable {
             identity = nil
         case (nil, _?):
             throw KeyBridgeError(.usage, "a key was given without a certificate; add --cert with the client certificate chain")
-        case (_?, nil):
-            throw KeyBridgeError(.usage, "a certificate was given without a key; add --key with a pkcs11: URI")
+        case let (chain?, nil):
+            // A certificate on a token brings its key: the one on the same token that matches it.
+            guard let key = chain.tokenKeyReference else {
+                throw KeyBridgeError(.usage, "a certificate was given without a key; add --key with a pkcs11: URI")
+            }
+            do {
+                try KeyBridgeProvider.loadInProcess()
+            } catch {
+                throw KeyBridgeError(.key, "cannot start the KeyBridge OpenSSL provider: \(error)")
+            }
+            identity = try ClientIdentity(chain: chain, key: key)
         }
         CurlGlobal.initialize()
         guard let handle = curl_easy_init() else {

@@ -1,4 +1,5 @@
 import Foundation
+import PKCS11
 
 /// TLS protocol versions KeyBridge offers.
 public enum TLSVersion: String, Sendable, Hashable, Comparable, CaseIterable {
@@ -52,11 +53,32 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
 public enum CertificateChainSource: Sendable, Hashable, CustomStringConvertible {
     /// A PEM file with the leaf first, then the intermediates; all are sent to the server.
     case pemFile(String)
+    /// A certificate object on a token, named by a `pkcs11:` URI; the intermediates are found
+    /// on the same token by issuer links, so nothing needs to be on disk.
+    case pkcs11(String)
 
+    /// Reads a command-line style reference: a `pkcs11:` URI or a file path.
+    public init(parsing text: String) {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        self = trimmed.lowercased().hasPrefix("pkcs11:") ? .pkcs11(trimmed) : .pemFile(text)
+    }
+
+    /// Describes the source without a URI's query, which may carry a PIN.
     public var description: String {
         switch self {
-        case let .pemFile(path): return path
+        case let .pemFile(path): return KeyReference.redacted(path)
+        case let .pkcs11(uri): return String(uri.prefix { $0 != "?" })
         }
+    }
+
+    /// For a token certificate: the same token with no object named, which asks KeyBridge to
+    /// find the private key by the certificate.
+    var tokenKeyReference: KeyReference? {
+        guard case let .pkcs11(text) = self, var uri = try? PKCS11URI(parsing: text) else { return nil }
+        uri.object = nil
+        uri.id = nil
+        uri.type = nil
+        return .pkcs11(uri.formatted(includingPINValue: true))
     }
 }
 

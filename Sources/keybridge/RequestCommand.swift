@@ -115,7 +115,10 @@ enum RequestCommand {
                     // Never echo what follows '=': it may be a secret such as --pin=….
                     throw UsageError(message: "unknown option '\(argument.prefix { $0 != "=" })'")
                 }
-                guard options.url == nil else { throw UsageError(message: "only one URL is allowed (got '\(argument)' as well)") }
+                guard options.url == nil else {
+                    // A stray argument may be a misplaced key URI with a PIN in it; never echo it.
+                    throw UsageError(message: "only one URL is allowed (got a second positional argument); quote URLs and URIs, and check the flag before it")
+                }
                 options.url = argument
             }
             index += 1
@@ -148,7 +151,7 @@ enum RequestCommand {
     static func perform(_ options: Options) throws(KeyBridgeError) -> Int32 {
         guard let url = options.url else { throw KeyBridgeError(.usage, "no URL given") }
         let configuration = TLSConfiguration(
-            certificateChain: options.certificate.map { .pemFile($0) },
+            certificateChain: options.certificate.map { CertificateChainSource(parsing: $0) },
             key: options.key.map { key in options.engine.map { .engine(id: $0, identifier: key) } ?? KeyReference(parsing: key) },
             trustRoots: options.caCertificate.map { .pemFile($0) } ?? .system,
             minimumVersion: options.minimumVersion,
