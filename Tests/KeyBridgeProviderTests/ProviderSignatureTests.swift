@@ -74,4 +74,26 @@ final class ProviderSignatureTests: XCTestCase {
         let signature = try key.sign(message, scheme: .ecdsa(.sha384))
         XCTAssertTrue(try verifyWithOpenSSL(key: key, signature: signature, options: [], digest: "-sha384"))
     }
+
+    func testEd25519SignatureVerifiesWithOpenSSL() throws {
+        let key = try ProviderKey(uri: token.keyURI("ed25519"))
+        XCTAssertEqual(key.algorithm, "ED25519")
+        try assertExportedKeyMatchesCertificate(key, certificate: "client-ed25519.pem")
+        let signature = try key.sign(message, scheme: .ed25519)
+        XCTAssertEqual(signature.count, 64)
+        let directory = try Command.temporaryDirectory()
+        try key.publicKeyPEM().write(toFile: directory + "/public.pem", atomically: true, encoding: .utf8)
+        try Data(message).write(to: URL(fileURLWithPath: directory + "/message"))
+        func verifies(_ candidate: [UInt8]) throws -> Bool {
+            try Data(candidate).write(to: URL(fileURLWithPath: directory + "/signature"))
+            let result = try Command.run(["openssl", "pkeyutl", "-verify", "-rawin", "-pubin", "-inkey", directory + "/public.pem",
+                                          "-in", directory + "/message", "-sigfile", directory + "/signature"])
+            return result.status == 0 && result.standardOutput.contains("Signature Verified Successfully")
+        }
+        XCTAssertTrue(try verifies(signature))
+        var tampered = signature
+        tampered[0] ^= 0x01
+        XCTAssertFalse(try verifies(tampered))
+        XCTAssertThrowsError(try key.sign(message, scheme: .ecdsa(.sha256)), "a scheme for another key type must be refused")
+    }
 }
