@@ -58,8 +58,17 @@ demo: deps build setup
 # Tests make their own token directories with ./softhsm-setup --state <tmp>;
 # setup here checks the script once before the test run.
 # The CLI tests run the built keybridge binary, so build it first.
+# All tests are XCTest; Swift Testing is off so its "0 tests" line does not close the run.
+# The last line repeats XCTest's totals in the plain "N passed, N failed" form.
 test: deps build setup
-	$(SWIFT) test $(SWIFT_TEST_FLAGS)
+	@log=$$(mktemp); status=0; \
+	$(SWIFT) test --disable-swift-testing $(SWIFT_TEST_FLAGS) 2>&1 | tee "$$log" || status=$$?; \
+	summary=$$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$$log" | tail -n 1); \
+	rm -f "$$log"; \
+	total=$$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$$summary"); \
+	failed=$$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$$summary"); \
+	if [ -n "$$summary" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
+	exit $$status
 
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi
