@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "PKCS11", targets: ["PKCS11"]),
         .library(name: "KeyBridgeProvider", targets: ["KeyBridgeProvider"]),
         .library(name: "KeyBridgeTLS", targets: ["KeyBridgeTLS"]),
+        .library(name: "OpenBanking", targets: ["OpenBanking"]),
         .library(name: "keybridge-provider", type: .dynamic, targets: ["KeyBridgeProviderModule"]),
         .executable(name: "keybridge", targets: ["keybridge"]),
     ],
@@ -19,11 +20,13 @@ let package = Package(
         .target(name: "KeyBridgeProvider", dependencies: ["PKCS11", "COpenSSL", "CKeyBridgeShims"]),
         .target(name: "KeyBridgeProviderModule", dependencies: ["KeyBridgeProvider"]),
         .target(name: "KeyBridgeTLS", dependencies: ["PKCS11", "KeyBridgeProvider", "COpenSSL", "CCurl", "CKeyBridgeShims"]),
-        .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "PKCS11"]),
+        .target(name: "OpenBanking", dependencies: ["KeyBridgeProvider", "PKCS11", "COpenSSL", "CKeyBridgeShims"]),
+        .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "OpenBanking", "PKCS11"]),
         .target(name: "KeyBridgeTestSupport", path: "Tests/KeyBridgeTestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "KeyBridgeProviderTests", dependencies: ["KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "KeyBridgeTLSTests", dependencies: ["KeyBridgeTLS", "PKCS11", "KeyBridgeTestSupport"]),
+        .testTarget(name: "OpenBankingTests", dependencies: ["OpenBanking", "KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

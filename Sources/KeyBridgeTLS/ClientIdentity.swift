@@ -126,6 +126,7 @@ final class ClientIdentity: @unchecked Sendable {
             ERR_clear_error()
             throw KeyBridgeError(.certificate, "\(mismatch): their public keys differ. Use the certificate issued for this key, or the key it was issued for")
         }
+        KeyBridgeLog.debug("checking that the key belongs to the certificate with a test signature")
         var challenge = [UInt8](repeating: 0, count: 32)
         guard RAND_bytes(&challenge, Int32(challenge.count)) == 1 else {
             throw KeyBridgeError(.key, "cannot make a random test challenge")
