@@ -54,7 +54,7 @@ public enum KeyBridgeProvider {
         ERR_clear_error()
         _ = ProviderDiagnostics.takeLastFailure()
         guard let store = OSSL_STORE_open_ex(uri, nil, nil, nil, nil, nil, nil, nil) else {
-            throw failure(function: "OSSL_STORE_open", fallback: "cannot open \(uri.prefix { $0 != "?" })")
+            throw OpenSSLError.afterFailedCall("OSSL_STORE_open", fallback: "cannot open \(uri.prefix { $0 != "?" })")
         }
         defer { OSSL_STORE_close(store) }
         while OSSL_STORE_eof(store) == 0 {
@@ -64,16 +64,9 @@ public enum KeyBridgeProvider {
                 return key
             }
         }
-        throw failure(function: "OSSL_STORE_load", fallback: "no private key was loaded")
+        throw OpenSSLError.afterFailedCall("OSSL_STORE_load", fallback: "no private key was loaded")
     }
 
-    private static func failure(function: String, fallback: String) -> OpenSSLError {
-        let queue = OpenSSLError.drainQueue()
-        if let cause = ProviderDiagnostics.takeLastFailure() {
-            return OpenSSLError(function: function, reason: cause)
-        }
-        return OpenSSLError(function: function, reason: fallback, queue: queue)
-    }
 }
 
 private func initializeProvider(_ handle: OpaquePointer?, _ core: UnsafePointer<OSSL_DISPATCH>?,

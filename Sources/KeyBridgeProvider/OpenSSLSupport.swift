@@ -25,6 +25,14 @@ public struct OpenSSLError: Error, Sendable, CustomStringConvertible {
         OpenSSLError(function: function, reason: reason, queue: drainQueue())
     }
 
+    /// The error after a failed OpenSSL call: the token's own cause when a provider callback
+    /// recorded one on this thread, else `fallback` with OpenSSL's queue.
+    package static func afterFailedCall(_ function: String, fallback: String) -> OpenSSLError {
+        let queue = drainQueue()
+        if let cause = ProviderDiagnostics.takeLastFailure() { return OpenSSLError(function: function, reason: cause) }
+        return OpenSSLError(function: function, reason: fallback, queue: queue)
+    }
+
     package static func drainQueue() -> [String] {
         var messages: [String] = []
         var file: UnsafePointer<CChar>?

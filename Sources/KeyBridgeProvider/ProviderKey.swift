@@ -96,29 +96,23 @@ public final class ProviderKey: @unchecked Sendable {
         _ = ProviderDiagnostics.takeLastFailure()
         var keyContext: OpaquePointer?
         guard EVP_DigestSignInit_ex(context, &keyContext, scheme.hash?.rawValue, nil, nil, pkey, nil) == 1, let keyContext else {
-            throw failure("EVP_DigestSignInit_ex", "cannot start a \(scheme) signature with this key")
+            throw OpenSSLError.afterFailedCall("EVP_DigestSignInit_ex", fallback: "cannot start a \(scheme) signature with this key")
         }
         if case .rsaPSS = scheme {
             guard EVP_PKEY_CTX_set_rsa_padding(keyContext, RSA_PKCS1_PSS_PADDING) == 1,
                   EVP_PKEY_CTX_set_rsa_pss_saltlen(keyContext, RSA_PSS_SALTLEN_DIGEST) == 1 else {
-                throw failure("EVP_PKEY_CTX_set_rsa_padding", "cannot select RSA-PSS")
+                throw OpenSSLError.afterFailedCall("EVP_PKEY_CTX_set_rsa_padding", fallback: "cannot select RSA-PSS")
             }
         }
         var length = 0
         guard EVP_DigestSign(context, nil, &length, message, message.count) == 1 else {
-            throw failure("EVP_DigestSign", "cannot size the signature")
+            throw OpenSSLError.afterFailedCall("EVP_DigestSign", fallback: "cannot size the signature")
         }
         var signature = [UInt8](repeating: 0, count: length)
         guard EVP_DigestSign(context, &signature, &length, message, message.count) == 1 else {
-            throw failure("EVP_DigestSign", "the \(scheme) signature failed")
+            throw OpenSSLError.afterFailedCall("EVP_DigestSign", fallback: "the \(scheme) signature failed")
         }
         return Array(signature.prefix(length))
-    }
-
-    private func failure(_ function: String, _ fallback: String) -> OpenSSLError {
-        let queue = OpenSSLError.drainQueue()
-        if let cause = ProviderDiagnostics.takeLastFailure() { return OpenSSLError(function: function, reason: cause) }
-        return OpenSSLError(function: function, reason: fallback, queue: queue)
     }
 }
 

@@ -234,11 +234,11 @@ enum TestSignature {
         guard EVP_DigestSignInit_ex(context, &keyContext, digestName(for: key), nil, nil, key, nil) == 1,
               !usePSS || EVP_PKEY_CTX_set_rsa_padding(keyContext, RSA_PKCS1_PSS_PADDING) == 1,
               EVP_DigestSign(context, nil, &length, data, data.count) == 1 else {
-            throw failure("EVP_DigestSignInit_ex")
+            throw OpenSSLError.afterFailedCall("EVP_DigestSignInit_ex", fallback: "signing failed")
         }
         var signature = [UInt8](repeating: 0, count: length)
         guard EVP_DigestSign(context, &signature, &length, data, data.count) == 1 else {
-            throw failure("EVP_DigestSign")
+            throw OpenSSLError.afterFailedCall("EVP_DigestSign", fallback: "signing failed")
         }
         return Array(signature.prefix(length))
     }
@@ -252,12 +252,6 @@ enum TestSignature {
             && EVP_DigestVerify(context, signature, signature.count, data, data.count) == 1
         ERR_clear_error()
         return verified
-    }
-
-    private static func failure(_ function: String) -> OpenSSLError {
-        let queue = OpenSSLError.drainQueue()
-        if let cause = ProviderDiagnostics.takeLastFailure() { return OpenSSLError(function: function, reason: cause) }
-        return OpenSSLError(function: function, reason: "signing failed", queue: queue)
     }
 }
 

@@ -53,8 +53,16 @@ public final class HTTPClient: @unchecked Sendable {
     private let lock = NSLock()
     private let transfer = TransferState()
     /// Time limits in seconds.
-    public var connectTimeout: Int = 30
-    public var totalTimeout: Int = 0
+    public var connectTimeout: Int {
+        get { lock.withLock { limits.connect } }
+        set { lock.withLock { limits.connect = newValue } }
+    }
+    /// 0 means no limit.
+    public var totalTimeout: Int {
+        get { lock.withLock { limits.total } }
+        set { lock.withLock { limits.total = newValue } }
+    }
+    private var limits = (connect: 30, total: 0)
 
     /// Where the key is, for `-v`: "token 'keybridge', object 'client-rsa', id 01".
     public var keyLocation: String? { identity?.keyLocation }
@@ -167,8 +175,9 @@ public final class HTTPClient: @unchecked Sendable {
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTPS | CURLPROTO_HTTP))
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
-        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
-        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT, totalTimeout)
+        // Called with `lock` held, so the limits are read directly.
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, limits.connect)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT, limits.total)
         if case let .pemFile(path) = configuration.trustRoots {
             _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_CAINFO, path)
             _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_CAPATH, nil)

@@ -24,7 +24,11 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// A module set by the application or an OpenSSL configuration file, used when the URI
     /// and `KEYBRIDGE_PKCS11_MODULE` name none.
-    nonisolated(unsafe) public static var configuredModulePath: String?
+    public static var configuredModulePath: String? {
+        get { configuredModule.current }
+        set { configuredModule.current = newValue }
+    }
+    private static let configuredModule = LockedValue<String?>(nil)
 
     /// The module to use when a URI names none: `KEYBRIDGE_PKCS11_MODULE`, then the configured
     /// one, else SoftHSM if installed.

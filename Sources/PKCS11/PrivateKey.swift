@@ -57,9 +57,17 @@ public final class PrivateKey: @unchecked Sendable {
     }
 
     /// Set from the application or an OpenSSL configuration file.
-    nonisolated(unsafe) public static var loginBehavior: LoginBehavior = .auto
+    public static var loginBehavior: LoginBehavior {
+        get { loginSetting.current }
+        set { loginSetting.current = newValue }
+    }
     /// Whether a key found once is reused for the same URI; off means every open looks again.
-    nonisolated(unsafe) public static var cachesKeys = true
+    public static var cachesKeys: Bool {
+        get { cacheSetting.current }
+        set { cacheSetting.current = newValue }
+    }
+    private static let loginSetting = LockedValue(LoginBehavior.auto)
+    private static let cacheSetting = LockedValue(true)
 
     private static let cacheLock = NSLock()
     nonisolated(unsafe) private static var cache: [String: PrivateKey] = [:]
@@ -238,10 +246,20 @@ public final class PrivateKey: @unchecked Sendable {
 
 /// Where the PKCS#11 layer reports things a user should know. Defaults to standard error.
 public enum KeyBridgeLog {
-    nonisolated(unsafe) public static var warningHandler: @Sendable (String) -> Void = { message in
-        FileHandle.standardError.write(Data("keybridge: warning: \(message)\n".utf8))
+    /// Receives warnings; the default writes them to standard error.
+    public static var warningHandler: @Sendable (String) -> Void {
+        get { warnings.current }
+        set { warnings.current = newValue }
     }
-    nonisolated(unsafe) public static var debugHandler: (@Sendable (String) -> Void)?
+    /// Receives debug messages, such as which mechanism signed; none by default.
+    public static var debugHandler: (@Sendable (String) -> Void)? {
+        get { debugging.current }
+        set { debugging.current = newValue }
+    }
+    private static let warnings = LockedValue<@Sendable (String) -> Void>({ message in
+        FileHandle.standardError.write(Data("keybridge: warning: \(message)\n".utf8))
+    })
+    private static let debugging = LockedValue<(@Sendable (String) -> Void)?>(nil)
 
     public static func warning(_ message: String) { warningHandler(message) }
     public static func debug(_ message: @autoclosure () -> String) { debugHandler?(message()) }
