@@ -23,3 +23,9 @@ CURLcode CKeyBridgeShims_curl_easy_setopt_ssl_ctx_function(CURL *curl, CURLcode 
 CURLcode CKeyBridgeShims_curl_easy_setopt_debug_function(CURL *curl, int (*callback)(CURL *, curl_infotype, char *, size_t, void *)) { return curl_easy_setopt(curl, CURLOPT_DEBUGFUNCTION, callback); }
 CURLcode CKeyBridgeShims_curl_easy_getinfo_long(CURL *curl, CURLINFO info, long *value) { return curl_easy_getinfo(curl, info, value); }
 CURLcode CKeyBridgeShims_curl_easy_getinfo_string(CURL *curl, CURLINFO info, const char **value) { return curl_easy_getinfo(curl, info, value); }
+
+// MARK: eIDAS QCStatements are walked as a generic SEQUENCE OF ANY; the typed STACK_OF(ASN1_TYPE)
+// accessors are macros over OPENSSL_sk_*.
+int CKeyBridgeShims_sk_ASN1_TYPE_num(const STACK_OF(ASN1_TYPE) *stack) { return sk_ASN1_TYPE_num(stack); }
+ASN1_TYPE *CKeyBridgeShims_sk_ASN1_TYPE_value(const STACK_OF(ASN1_TYPE) *stack, int index) { return sk_ASN1_TYPE_value(stack, index); }
+void CKeyBridgeShims_sk_ASN1_TYPE_pop_free(STACK_OF(ASN1_TYPE) *stack) { sk_ASN1_TYPE_pop_free(stack, ASN1_TYPE_free); }

@@ -28,6 +28,8 @@ enum Help {
     Commands:
       request URL    Send an HTTPS request with a client certificate whose key is on a token
                      (curl-style flags; see 'keybridge request --help')
+      cert inspect   Show an eIDAS certificate (file or pkcs11: URI): organizationIdentifier, validity,
+                     key, QC statements and PSD2 roles (see 'keybridge cert inspect --help')
       --version      Print the version
 
     Keys are named by RFC 7512 URIs, for example:

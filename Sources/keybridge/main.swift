@@ -8,6 +8,8 @@ let status: Int32
 switch arguments.first {
 case "request":
     status = RequestCommand.run(Array(arguments.dropFirst()))
+case "cert":
+    status = CertCommand.run(Array(arguments.dropFirst()))
 case "-h", "--help", "help", nil:
     print(Help.overview)
     status = arguments.isEmpty ? 2 : 0

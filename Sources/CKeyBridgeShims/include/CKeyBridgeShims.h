@@ -48,4 +48,10 @@ EVP_PKEY *CKeyBridgeShims_ENGINE_load_private_key(ENGINE *engine, const char *ke
 // which the COpenSSL module does not export to Swift.
 UI_METHOD *CKeyBridgeShims_UI_create_refusing_method(void);
 
+// MARK: eIDAS QCStatements are walked as a generic SEQUENCE OF ANY; the typed STACK_OF(ASN1_TYPE)
+// accessors are macros over OPENSSL_sk_*. pop_free frees every element with ASN1_TYPE_free.
+int CKeyBridgeShims_sk_ASN1_TYPE_num(const STACK_OF(ASN1_TYPE) *stack);
+ASN1_TYPE *CKeyBridgeShims_sk_ASN1_TYPE_value(const STACK_OF(ASN1_TYPE) *stack, int index);
+void CKeyBridgeShims_sk_ASN1_TYPE_pop_free(STACK_OF(ASN1_TYPE) *stack);
+
 #endif
