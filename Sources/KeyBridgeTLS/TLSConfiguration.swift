@@ -37,6 +37,9 @@ public enum KeyReference: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Text with any `pin-value=…` replaced, for messages that must show a path or URI.
+    public static func redactedPath(_ text: String) -> String { redacted(text) }
+
     /// A mistyped URI is taken for a file path; it may still carry a PIN, which must not be shown.
     static func redacted(_ text: String) -> String {
         text.replacingOccurrences(of: #"(?i)pin-value=[^&;]*"#, with: "pin-value=<redacted>", options: .regularExpression)

@@ -64,6 +64,15 @@ enum Help {
       -m, --max-time SEC         Give up on the whole request after SEC seconds
       -h, --help                 Show this help
 
+    PSD2 request signing (headers added after yours, made with a token key):
+          --sign FORMAT          berlin-group (Digest, Date, X-Request-ID, TPP-Signature-Certificate,
+                                 Signature) or jws (x-jws-signature, detached)
+          --sign-key URI         pkcs11: URI of the signing key (the QSealC's)
+          --sign-cert CERT       the QSealC: a PEM file or a pkcs11: URI (berlin-group)
+          --sign-profile FILE    Berlin Group profile as JSON (keyId form, digest, extra headers)
+          --jws-kid ID           the key id the bank knows the key by (jws)
+          --jws-alg ALG          PS256 (RSA default), RS256 or ES256 (EC default)
+
     Exit status: 0 success; 2 usage or malformed URI; 3 key or token problem (wrong PIN, unknown
     token or object, missing module, or an RSA key without RSA-PSS with --tlsv1.3); 4 certificate
     problem (including a certificate that does not belong to the key); 7 cannot connect; 22 HTTP

@@ -23,6 +23,7 @@ enum RequestCommand {
         var maximumVersion: TLSVersion = .v1_3
         var connectTimeout = 30
         var maxTime = 0
+        var signing = RequestSigningOptions()
     }
 
     struct UsageError: Error { var message: String }
@@ -111,6 +112,9 @@ enum RequestCommand {
             case "--connect-timeout": options.connectTimeout = try seconds(argument)
             case "-m", "--max-time": options.maxTime = try seconds(argument)
             default:
+                if try options.signing.parse(argument, value: { () throws(UsageError) -> String in try value(argument) }) {
+                    break
+                }
                 if argument.hasPrefix("-") && argument.count > 1 {
                     // Never echo what follows '=': it may be a secret such as --pin=….
                     throw UsageError(message: "unknown option '\(argument.prefix { $0 != "=" })'")
@@ -123,6 +127,7 @@ enum RequestCommand {
             }
             index += 1
         }
+        try options.signing.check()
         guard options.url != nil else { throw UsageError(message: "no URL given") }
         if let engine = options.engine {
             guard !engine.isEmpty else { throw UsageError(message: "--engine needs an engine id such as pkcs11") }
@@ -178,6 +183,11 @@ enum RequestCommand {
         if body != nil, !headers.contains(where: { $0.name.lowercased() == "content-type" }) {
             headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         }
+        let signatureHeaders = try options.signing.headers(method: method, url: url, headers: headers, body: body)
+        if options.verbose, !signatureHeaders.isEmpty {
+            Output.verbose("signature headers added: " + signatureHeaders.map(\.name).joined(separator: ", "))
+        }
+        headers += signatureHeaders
         let response = try client.send(HTTPRequest(method: method, url: url, headers: headers, body: body))
         if options.verbose {
             if let tls = response.tls {

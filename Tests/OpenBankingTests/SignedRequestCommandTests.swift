@@ -1,0 +1,67 @@
+import Foundation
+import KeyBridgeTestSupport
+import OpenBanking
+import XCTest
+
+/// `keybridge request --sign …` end to end: nginx's /echo returns the request as the bank
+/// received it, and the verifiers check the signature headers in that copy.
+final class SignedRequestCommandTests: XCTestCase {
+    let token = TestToken.shared
+    let bank = BankServer.shared
+    let body = #"{"instructedAmount":{"currency":"EUR","amount":"123.50"}}"#
+
+    /// Splits nginx's echo (request line, headers, blank line, body) into request parts.
+    private func receivedRequest(_ echo: String, url: String) throws -> HTTPRequestParts {
+        let split = try XCTUnwrap(echo.range(of: "\r\n\r\n") ?? echo.range(of: "\n\n"), "no header/body split in: \(echo)")
+        // "\r\n" is one Character in Swift, so lines are split on the newline set, not on "\n".
+        let head = String(echo[..<split.lowerBound]).components(separatedBy: .newlines).filter { !$0.isEmpty }
+        let requestLine = head[0].split(separator: " ")
+        var headers: [(name: String, value: String)] = []
+        for line in head.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        return HTTPRequestParts(method: String(requestLine[0]), url: try XCTUnwrap(URL(string: url)), headers: headers,
+                                body: Data(echo[split.upperBound...].utf8))
+    }
+
+    private func send(_ signing: [String], path: String) throws -> (Command.Result, String) {
+        let url = bank.url(path)
+        let result = try KeyBridgeExecutable.run(["request", "--cacert", token.pki("root-ca.pem"), "--cert", token.pki("client-rsa-chain.pem"),
+                                                  "--key", token.rsaURI, "-H", "PSU-ID: alice", "-H", "Content-Type: application/json",
+                                                  "-d", body] + signing + [url])
+        return (result, url)
+    }
+
+    func testBerlinGroupSignedRequestVerifiesAsTheBankReceivedIt() throws {
+        let (result, url) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-ec.pem")], path: "/echo")
+        XCTAssertEqual(result.status, 0, result.standardError)
+        var received = try receivedRequest(result.standardOutput, url: url)
+        let verification = try BerlinGroupVerifier().verify(received)
+        XCTAssertTrue(verification.signature.headers.contains("psu-id"), "\(verification.signature.headers)")
+        // Control: the same copy with a changed amount must fail.
+        received.body = Data(body.replacingOccurrences(of: "123.50", with: "923.50").utf8)
+        XCTAssertThrowsError(try BerlinGroupVerifier().verify(received))
+    }
+
+    func testDetachedJWSSignedRequestVerifiesAsTheBankReceivedIt() throws {
+        let (result, url) = try send(["--sign", "jws", "--sign-key", token.rsaURI, "--jws-kid", "kb-test-kid"], path: "/echo")
+        XCTAssertEqual(result.status, 0, result.standardError)
+        let received = try receivedRequest(result.standardOutput, url: url)
+        let jws = try XCTUnwrap(received.header("x-jws-signature"))
+        let verifier = try DetachedJWSVerifier(pem: String(contentsOfFile: token.pki("client-rsa.pem"), encoding: .utf8))
+        let verified = try verifier.verify(jws, body: received.body)
+        XCTAssertEqual(verified.algorithm, .ps256)
+        XCTAssertThrowsError(try verifier.verify(jws, body: Data((body + " ").utf8)))
+    }
+
+    func testSigningNeedsItsKeyAndCertificate() throws {
+        let (noCertificate, _) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI], path: "/never")
+        XCTAssertEqual(noCertificate.status, 2)
+        XCTAssertTrue(noCertificate.standardError.contains("--sign-cert"), noCertificate.standardError)
+        let (mismatch, _) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-rsa.pem")], path: "/never")
+        XCTAssertNotEqual(mismatch.status, 0)
+        XCTAssertEqual(mismatch.standardOutput, "")
+        XCTAssertTrue(mismatch.standardError.contains("keybridge: error: cannot sign the request"), mismatch.standardError)
+    }
+}
