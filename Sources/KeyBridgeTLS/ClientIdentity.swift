@@ -209,7 +209,9 @@ final class ClientIdentity: @unchecked Sendable {
             throw KeyBridgeError(.file, "cannot read the key file \(shown)\(hint)")
         }
         defer { BIO_free(bio) }
-        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
+        // No passphrase is ever asked for: an encrypted file fails at once instead of prompting.
+        let refusePassphrase: @convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32, UnsafeMutableRawPointer?) -> Int32 = { _, _, _, _ in 0 }
+        guard let key = PEM_read_bio_PrivateKey(bio, nil, refusePassphrase, nil) else {
             ERR_clear_error()
             throw KeyBridgeError(.key, "\(shown) holds no readable PEM private key; give a pkcs11: URI, or an unencrypted PEM key file")
         }

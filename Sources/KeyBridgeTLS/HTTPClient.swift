@@ -3,6 +3,7 @@ internal import CKeyBridgeShims
 internal import COpenSSL
 import Foundation
 import KeyBridgeProvider
+import PKCS11
 
 /// An HTTP request to send over mTLS.
 public struct HTTPRequest: Sendable {
@@ -63,6 +64,11 @@ public final class HTTPClient: @unchecked Sendable {
         set { lock.withLock { limits.total = newValue } }
     }
     private var limits = (connect: 30, total: 0)
+    /// Responses are held in memory, so their size is capped (bytes).
+    public var maximumResponseSize: Int {
+        get { lock.withLock { transfer.bodyLimit } }
+        set { lock.withLock { transfer.bodyLimit = newValue } }
+    }
 
     /// Where the key is, for `-v`: "token 'keybridge', object 'client-rsa', id 01".
     public var keyLocation: String? { identity?.keyLocation }
@@ -89,6 +95,13 @@ public final class HTTPClient: @unchecked Sendable {
             throw KeyBridgeError(.usage, "a key was given without a certificate; add --cert with the client certificate chain")
         case let (chain?, nil):
             // A certificate on a token brings its key: the one on the same token that matches it.
+            if case let .pkcs11(text) = chain {
+                do {
+                    _ = try PKCS11URI(parsing: text)
+                } catch {
+                    throw KeyBridgeError(.usage, "the certificate URI given to --cert is malformed: \(error.reason)")
+                }
+            }
             guard let key = chain.tokenKeyReference else {
                 throw KeyBridgeError(.usage, "a certificate was given without a key; add --key with a pkcs11: URI")
             }
@@ -111,8 +124,11 @@ public final class HTTPClient: @unchecked Sendable {
     /// Sends a request and waits for the whole response.
     public func send(_ request: HTTPRequest) throws(KeyBridgeError) -> HTTPResponse {
         try checkVersions()
-        if identity != nil, request.url.lowercased().hasPrefix("http://") {
-            throw KeyBridgeError(.usage, "the URL is plain http://, which sends no client certificate; use https://")
+        if identity != nil, !request.url.lowercased().hasPrefix("https://") {
+            throw KeyBridgeError(.usage, "the URL must start with https:// when a client certificate is used; plain http:// (or no scheme) sends none")
+        }
+        guard HTTPSyntax.isToken(request.method) else {
+            throw KeyBridgeError(.usage, "the method is not a valid HTTP method name (letters, digits and !#$%&'*+-.^_`|~ only)")
         }
         lock.lock()
         defer { lock.unlock() }
@@ -122,8 +138,11 @@ public final class HTTPClient: @unchecked Sendable {
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for header in request.headers {
-            guard !header.name.isEmpty, !(header.name + header.value).contains(where: { $0 == "\r" || $0 == "\n" }) else {
-                throw KeyBridgeError(.usage, "the header '\(header.name.prefix(40))' contains a line break or has no name")
+            guard HTTPSyntax.isToken(header.name) else {
+                throw KeyBridgeError(.usage, "a header name is empty or has characters other than letters, digits and !#$%&'*+-.^_`|~; fix the -H option")
+            }
+            guard HTTPSyntax.isFieldValue(header.value) else {
+                throw KeyBridgeError(.usage, "the value of header \(header.name) contains a line break or another control character; remove it")
             }
             headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
         }
@@ -172,7 +191,8 @@ public final class HTTPClient: @unchecked Sendable {
         _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
         // Only HTTPS and HTTP: no file:, ftp: or other surprises from a URL argument.
-        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTPS | CURLPROTO_HTTP))
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_PROTOCOLS, Int(identity == nil ? CURLPROTO_HTTPS | CURLPROTO_HTTP : CURLPROTO_HTTPS))
+        _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_DEFAULT_PROTOCOL, "https")
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
         // Called with `lock` held, so the limits are read directly.
@@ -198,6 +218,9 @@ public final class HTTPClient: @unchecked Sendable {
     }
 
     private func failure(code: CURLcode, message: String, url: String) -> KeyBridgeError {
+        if transfer.bodyTooLarge {
+            return KeyBridgeError(.tooLarge, "the response from \(hostDescription(url)) is larger than \(transfer.bodyLimit >> 20) MiB, the most KeyBridge holds in memory; stopped reading")
+        }
         let detail = message.isEmpty ? String(cString: curl_easy_strerror(code)) : message
         let tokenCause = transfer.tokenFailure.map { " The token reported: \($0)." } ?? ""
         switch code {
@@ -247,8 +270,11 @@ final class TransferState: @unchecked Sendable {
     var statusLine = ""
     var session: TLSSessionInfo?
     var tokenFailure: String?
+    var bodyLimit = 256 << 20
+    var bodyTooLarge = false
 
     func reset() {
+        bodyTooLarge = false
         body = Data()
         headers = []
         statusLine = ""
@@ -272,6 +298,11 @@ private func transferState(_ pointer: UnsafeMutableRawPointer?) -> TransferState
 
 private func receiveBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ state: UnsafeMutableRawPointer?) -> Int {
     guard let data, let transfer = transferState(state) else { return 0 }
+    guard transfer.body.count + size * count <= transfer.bodyLimit else {
+        // Returning less than given makes libcurl stop the transfer.
+        transfer.bodyTooLarge = true
+        return 0
+    }
     transfer.body.append(UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count)
     return size * count
 }
@@ -360,5 +391,21 @@ enum SignatureSchemeName {
         default:
             return OBJ_nid2sn(typeNID).map { String(cString: $0) + "+\(digest)" } ?? "unknown"
         }
+    }
+}
+
+/// RFC 9110 syntax checks, on bytes: "\r\n" is one Character in Swift and would slip past a
+/// Character comparison.
+enum HTTPSyntax {
+    static func isToken(_ text: String) -> Bool {
+        let extra = Set("!#$%&'*+-.^_`|~".utf8)
+        return !text.isEmpty && text.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || extra.contains(byte)
+        }
+    }
+
+    /// Visible characters, spaces and tabs, and bytes of UTF-8 text; no CR, LF, NUL or other controls.
+    static func isFieldValue(_ text: String) -> Bool {
+        text.utf8.allSatisfy { byte in byte == 0x09 || (byte >= 0x20 && byte != 0x7F) }
     }
 }

@@ -137,6 +137,10 @@ public struct KeyBridgeError: Error, Sendable, CustomStringConvertible {
         public static let file = Kind(rawValue: "file")
         /// No answer within the connect or total time limit.
         public static let timeout = Kind(rawValue: "timeout")
+        /// The response could not be written out.
+        public static let output = Kind(rawValue: "output")
+        /// A body is larger than the limit.
+        public static let tooLarge = Kind(rawValue: "too-large")
     }
 
     public var kind: Kind

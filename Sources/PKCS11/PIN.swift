@@ -74,6 +74,13 @@ public struct ResolvedPIN: Sendable {
 /// Finds the PIN for a URI: `pin-source` file, then `KEYBRIDGE_PIN`, then `pin-value`, then a
 /// terminal prompt. Returns `nil` when none is available (a token without login may not need one).
 public enum PINResolver {
+    /// A path for messages: control characters (which a percent-decoded URI may hold) escaped,
+    /// and long values cut.
+    static func printable(_ text: String) -> String {
+        let escaped = text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "\\x" + String($0.value, radix: 16) : String($0) }.joined()
+        return escaped.count > 200 ? String(escaped.prefix(200)) + "…" : escaped
+    }
+
     public static let environmentVariable = "KEYBRIDGE_PIN"
 
     public static func resolve(for uri: PKCS11URI,
@@ -111,16 +118,35 @@ public enum PINResolver {
             throw PKCS11Error(function: "pin-source",
                               reason: "pin-source must be a file: URI or an absolute path (got a value of another form); write pin-source=file:/path/to/pin")
         }
-        guard var data = FileManager.default.contents(atPath: path) else {
-            throw PKCS11Error(function: "pin-source",
-                              reason: "cannot read the PIN file \(path); check that it exists and is readable")
+        let shown = PINResolver.printable(path)
+        // Only a small regular file can hold a PIN: a device, FIFO or huge file would hang, eat
+        // memory, or send junk to C_Login and spend one of the token's attempts.
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw PKCS11Error(function: "pin-source", reason: "cannot open the PIN file \(shown) (\(String(cString: strerror(errno)))); check the path and its permissions")
         }
-        var bytes = [UInt8](data)
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            throw PKCS11Error(function: "pin-source", reason: "the PIN source \(shown) is not a regular file; put the PIN alone in a file (mode 0600)")
+        }
+        let limit = 256
+        guard status.st_size <= limit else {
+            throw PKCS11Error(function: "pin-source", reason: "the PIN file \(shown) is \(status.st_size) bytes, more than any PIN; check that pin-source names the PIN file")
+        }
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        let count = read(descriptor, &bytes, bytes.count)
+        guard count >= 0 else {
+            throw PKCS11Error(function: "pin-source", reason: "cannot read the PIN file \(shown) (\(String(cString: strerror(errno))))")
+        }
+        bytes.removeSubrange(count...)
         // A trailing newline comes from editors and `echo`, and is never part of the PIN.
         while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+        guard !bytes.isEmpty else {
+            throw PKCS11Error(function: "pin-source", reason: "the PIN file \(shown) is empty; write the PIN into it")
+        }
         let pin = PIN(bytes: bytes)
         bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
-        data.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
         return pin
     }
 

@@ -257,7 +257,8 @@ public enum KeyBridgeLog {
         set { debugging.current = newValue }
     }
     private static let warnings = LockedValue<@Sendable (String) -> Void>({ message in
-        FileHandle.standardError.write(Data("keybridge: warning: \(message)\n".utf8))
+        // A closed standard error must not crash the program.
+        try? FileHandle.standardError.write(contentsOf: Data("keybridge: warning: \(message)\n".utf8))
     })
     private static let debugging = LockedValue<(@Sendable (String) -> Void)?>(nil)
 

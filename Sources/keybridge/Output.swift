@@ -6,16 +6,30 @@ enum KeyBridgeVersion {
 
 /// Messages for people go to standard error; response bodies go to standard output.
 enum Output {
+    /// A closed or full standard error must not crash the program; the exit status still tells.
+    static func writeToStandardError(_ text: String) {
+        try? FileHandle.standardError.write(contentsOf: Data(text.utf8))
+    }
+
+    /// Makes sure descriptors 0–2 are open, so files and sockets opened later (by libcurl or a
+    /// PKCS#11 module) never take their numbers and receive our output.
+    static func reserveStandardDescriptors() {
+        for descriptor: Int32 in 0...2 where fcntl(descriptor, F_GETFD) == -1 {
+            let opened = open("/dev/null", O_RDWR)
+            if opened != descriptor && opened >= 0 { close(opened) }
+        }
+    }
+
     static func error(_ message: String) {
-        FileHandle.standardError.write(Data("keybridge: error: \(message)\n".utf8))
+        writeToStandardError("keybridge: error: \(message)\n")
     }
 
     static func verbose(_ message: String) {
-        FileHandle.standardError.write(Data("* \(message)\n".utf8))
+        writeToStandardError("* \(message)\n")
     }
 
     static func raw(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
+        writeToStandardError(text)
     }
 }
 

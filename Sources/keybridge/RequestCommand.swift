@@ -58,6 +58,8 @@ enum RequestCommand {
         case .handshake: return 35
         case .httpStatus: return 22
         case .timeout: return 28
+        case .output: return 23
+        case .tooLarge: return 63
         default: return 7
         }
     }
@@ -143,14 +145,45 @@ enum RequestCommand {
         return options
     }
 
+    /// The URL as shown in messages: a password in it is not printed.
+    static func withoutUserInfo(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.user != nil || components.password != nil else { return url }
+        components.user = nil
+        components.password = nil
+        return components.string ?? url
+    }
+
+    /// Request bodies are held in memory, so they are capped; PSD2 bodies are small.
+    static let maximumBodySize = 64 << 20
+
     static func readBody(_ data: String) throws(KeyBridgeError) -> Data {
         guard data.hasPrefix("@") else { return Data(data.utf8) }
         let path = String(data.dropFirst())
-        if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
-        guard let contents = FileManager.default.contents(atPath: path) else {
-            throw KeyBridgeError(.file, "cannot read the request body file \(path); check the path after @")
+        let handle: FileHandle
+        if path == "-" {
+            handle = FileHandle.standardInput
+        } else {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                  let opened = FileHandle(forReadingAtPath: path) else {
+                throw KeyBridgeError(.file, "cannot read the request body file \(path); check the path after @")
+            }
+            handle = opened
         }
-        return contents
+        var body = Data()
+        do {
+            while let chunk = try handle.read(upToCount: 1 << 16), !chunk.isEmpty {
+                body.append(chunk)
+                if body.count > maximumBodySize {
+                    throw KeyBridgeError(.tooLarge, "the request body is larger than \(maximumBodySize >> 20) MiB; KeyBridge holds bodies in memory and refuses larger ones")
+                }
+            }
+        } catch let error as KeyBridgeError {
+            throw error
+        } catch {
+            throw KeyBridgeError(.file, "cannot read the request body from \(path == "-" ? "standard input" : path) (\(error.localizedDescription)); check it is a readable file")
+        }
+        return body
     }
 
     static func perform(_ options: Options) throws(KeyBridgeError) -> Int32 {
@@ -198,7 +231,7 @@ enum RequestCommand {
                     Output.verbose("the server did not ask for a client certificate")
                 }
             }
-            Output.verbose("\(method) \(url)")
+            Output.verbose("\(method) \(RequestCommand.withoutUserInfo(url))")
             Output.verbose("response: \(response.statusLine)")
         }
         var output = Data()
@@ -219,7 +252,11 @@ enum RequestCommand {
     /// Writes to a temporary file and renames it, so a failed run never leaves a half-written file.
     static func write(_ data: Data, to path: String?) throws(KeyBridgeError) {
         guard let path else {
-            FileHandle.standardOutput.write(data)
+            do {
+                try FileHandle.standardOutput.write(contentsOf: data)
+            } catch {
+                throw KeyBridgeError(.output, "cannot write the response to standard output (\(error.localizedDescription)); check the disk or the pipe, or use -o FILE")
+            }
             return
         }
         var isDirectory: ObjCBool = false

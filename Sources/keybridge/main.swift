@@ -3,6 +3,7 @@ import KeyBridgeTLS
 import PKCS11
 
 /// The `keybridge` command line. Each subcommand returns its exit status.
+Output.reserveStandardDescriptors()
 let arguments = Array(CommandLine.arguments.dropFirst())
 let status: Int32
 switch arguments.first {

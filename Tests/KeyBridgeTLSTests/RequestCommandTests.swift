@@ -440,11 +440,53 @@ final class RequestCommandTests: XCTestCase {
 
     func testPlainHTTPWithAClientCertificateIsRefused() throws {
         let result = try keybridge(identity() + ["http://127.0.0.1:\(bank.port)/accounts"])
-        assertFails(result, status: 2, mentions: ["plain http://", "use https://"])
+        assertFails(result, status: 2, mentions: ["must start with https://", "plain http://"])
     }
 
     func testUnknownOptionDoesNotEchoItsValue() throws {
         let result = try keybridge(["--pin=\(Self.wrongPIN)", bank.url()])
         assertFails(result, status: 2, mentions: ["unknown option '--pin'"])
+    }
+
+    // MARK: Injection and hostile input
+
+    /// "\r\n" is a single Character in Swift; it must still be caught as a line break.
+    func testHeaderWithCRLFIsRefused() throws {
+        let result = try keybridge(identity() + ["-H", "X-A: b\r\nX-Injected: 1", bank.url()])
+        assertFails(result, status: 2, mentions: ["X-A", "line break"])
+    }
+
+    func testMethodWithCRLFIsRefused() throws {
+        let result = try keybridge(identity() + ["-X", "GET /admin HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET /smuggled", bank.url()])
+        assertFails(result, status: 2, mentions: ["not a valid HTTP method"])
+    }
+
+    func testURLWithoutSchemeIsRefusedWithACertificate() throws {
+        let result = try keybridge(identity() + ["localhost:\(bank.port)/accounts"])
+        assertFails(result, status: 2, mentions: ["must start with https://"])
+    }
+
+    func testVerboseOutputHidesTheURLPassword() throws {
+        let url = bank.url("/userinfo").replacingOccurrences(of: "https://", with: "https://user:zz-7781@")
+        let result = try keybridge(["-v"] + identity() + [url])
+        XCTAssertEqual(result.status, 0, result.standardError)
+        XCTAssertFalse(result.combined.contains("zz-7781"), "the URL's password was printed")
+        XCTAssertTrue(result.standardError.contains("/userinfo"), result.standardError)
+    }
+
+    func testPINSourceThatIsNotASmallRegularFileIsRefusedBeforeLogin() throws {
+        let empty = try writeFile("", named: "empty.pin")
+        for (source, phrase) in [(empty, "is empty"), ("/dev/zero", "not a regular file")] {
+            let key = token.uri(token.rsaURI, query: "module-path=\(Self.softHSMModule)&pin-source=file:\(source)")
+            let result = try keybridge(identity(key: key) + [bank.url()])
+            assertFails(result, status: 3, mentions: [phrase])
+        }
+    }
+
+    func testFullStandardOutputIsAnErrorNotACrash() throws {
+        let result = try Command.run(["/bin/sh", "-c", "\"$0\" \"$@\" > /dev/full", KeyBridgeExecutable.path, "request"] + identity() + [bank.url()],
+                                     environment: ProcessInfo.processInfo.environment.merging(["SOFTHSM2_CONF": token.softHSMConfig]) { $1 })
+        XCTAssertEqual(result.status, 23, result.standardError)
+        XCTAssertTrue(result.standardError.contains("cannot write the response to standard output"), result.standardError)
     }
 }
