@@ -90,7 +90,8 @@ enum Help {
     Exit status: 0 success; 2 usage or malformed URI; 3 key or token problem (wrong PIN, unknown
     token or object, missing module, or an RSA key without RSA-PSS with --tlsv1.3); 4 certificate
     problem (including a certificate that does not belong to the key); 7 cannot connect; 22 HTTP
-    error with --fail; 26 a local file cannot be read or written; 28 timeout; 35 TLS handshake
-    failed; 60 server certificate not trusted.
+    error with --fail; 23 the response cannot be written to standard output; 26 a local file
+    cannot be read or written; 28 timeout; 35 TLS handshake failed; 60 server certificate not
+    trusted; 63 a request body over 64 MiB or a response over 256 MiB.
     """
 }
