@@ -79,12 +79,13 @@ enum Help {
       -h, --help                 Show this help
 
     PSD2 request signing (headers added after yours, made with a token key):
-          --sign FORMAT          berlin-group (Digest, Date, X-Request-ID, TPP-Signature-Certificate,
-                                 Signature) or jws (x-jws-signature, detached)
+          --sign-profile NAME    berlin-group (Digest, Date, X-Request-ID, TPP-Signature-Certificate,
+                                 Signature), rfc9421 (Content-Digest, Signature-Input, Signature)
+                                 or jws (x-jws-signature, detached)
           --sign-key URI         pkcs11: URI of the signing key (the QSealC's)
-          --sign-cert CERT       the QSealC: a PEM file or a pkcs11: URI (berlin-group)
-          --sign-profile FILE    Berlin Group profile as JSON (keyId form, digest, extra headers)
-          --jws-kid ID           the key id the bank knows the key by (jws)
+          --sign-cert CERT       the QSealC: a PEM file or a pkcs11: URI (needed for berlin-group)
+          --sign-options FILE    the bank's settings as JSON (see the README)
+          --sign-key-id ID       keyid (rfc9421) or kid (jws) the bank knows the key by
           --jws-alg ALG          PS256 (RSA default), RS256 or ES256 (EC default)
 
     Exit status: 0 success; 2 usage or malformed URI; 3 key or token problem (wrong PIN, unknown

@@ -7,28 +7,28 @@ import PKCS11
 /// `keybridge request --sign …`: PSD2 signature headers made with a token key (the QSealC's),
 /// added after the caller's headers so the caller cannot replace them.
 struct RequestSigningOptions {
-    enum Format: String { case berlinGroup = "berlin-group", jws }
+    enum Format: String { case berlinGroup = "berlin-group", rfc9421, jws }
 
     var format: Format?
     var key: String?
     var certificate: String?
-    var profile: String?
-    var jwsKeyID: String?
+    var options: String?
+    var keyID: String?
     var jwsAlgorithm: String?
 
     /// Reads one signing flag; returns false when the flag is not a signing flag.
     mutating func parse(_ flag: String, value: () throws(RequestCommand.UsageError) -> String) throws(RequestCommand.UsageError) -> Bool {
         switch flag {
-        case "--sign":
+        case "--sign-profile", "--sign":
             let text = try value()
             guard let chosen = Format(rawValue: text) else {
-                throw RequestCommand.UsageError(message: "--sign takes berlin-group or jws, not '\(text.prefix(20))'")
+                throw RequestCommand.UsageError(message: "--sign-profile takes berlin-group, rfc9421 or jws, not '\(text.prefix(20))'")
             }
             format = chosen
         case "--sign-key": key = try value()
         case "--sign-cert": certificate = try value()
-        case "--sign-profile": profile = try value()
-        case "--jws-kid": jwsKeyID = try value()
+        case "--sign-options": options = try value()
+        case "--sign-key-id", "--jws-kid": keyID = try value()
         case "--jws-alg": jwsAlgorithm = try value()
         default: return false
         }
@@ -37,20 +37,30 @@ struct RequestSigningOptions {
 
     func check() throws(RequestCommand.UsageError) {
         guard let format else {
-            if key != nil || certificate != nil || profile != nil || jwsKeyID != nil || jwsAlgorithm != nil {
-                throw RequestCommand.UsageError(message: "--sign-key, --sign-cert, --sign-profile and --jws-* need --sign berlin-group or --sign jws")
+            if key != nil || certificate != nil || options != nil || keyID != nil || jwsAlgorithm != nil {
+                throw RequestCommand.UsageError(message: "--sign-key, --sign-cert, --sign-options, --sign-key-id and --jws-alg need --sign-profile berlin-group, rfc9421 or jws")
             }
             return
         }
         guard let key, key.lowercased().hasPrefix("pkcs11:") else {
-            throw RequestCommand.UsageError(message: "--sign \(format.rawValue) needs --sign-key with the pkcs11: URI of the signing (QSealC) key")
+            throw RequestCommand.UsageError(message: "--sign-profile \(format.rawValue) needs --sign-key with the pkcs11: URI of the signing (QSealC) key")
         }
         if format == .berlinGroup && certificate == nil {
-            throw RequestCommand.UsageError(message: "--sign berlin-group needs --sign-cert with the QSealC (a PEM file or a pkcs11: URI)")
+            throw RequestCommand.UsageError(message: "--sign-profile berlin-group needs --sign-cert with the QSealC (a PEM file or a pkcs11: URI)")
         }
-        if format == .jws && jwsKeyID == nil {
-            throw RequestCommand.UsageError(message: "--sign jws needs --jws-kid with the key id the bank knows the key by")
+        if format == .jws && keyID == nil {
+            throw RequestCommand.UsageError(message: "--sign-profile jws needs --sign-key-id with the key id (kid) the bank knows the key by")
         }
+    }
+
+    /// Per-bank settings for RFC 9421, from `--sign-options` JSON.
+    struct HTTPSignatureOptions: Decodable {
+        var algorithm: String?
+        var keyid: String?
+        var components: [String]?
+        var label: String?
+        var lifetime: Double?
+        var tag: String?
     }
 
     /// The headers to add for this request, or none when no signing was asked for.
@@ -62,9 +72,11 @@ struct RequestSigningOptions {
         do {
             switch format {
             case .berlinGroup:
-                let profile = try loadProfile()
+                let profile: BerlinGroupProfile = try loadOptions() ?? .default
                 let signer = try BerlinGroupSigner(key: signingKey, certificateDER: try certificateDER(), profile: profile)
                 return try signer.headers(for: request)
+            case .rfc9421:
+                return try httpMessageSignatureHeaders(request, key: signingKey)
             case .jws:
                 let algorithm = try jwsAlgorithm.map { name throws(KeyBridgeError) in
                     guard let chosen = JWSAlgorithm(name: name.uppercased()) else {
@@ -73,7 +85,7 @@ struct RequestSigningOptions {
                     return chosen
                 } ?? (signingKey.algorithm == "EC" ? .es256 : .ps256)
                 let signer = try DetachedJWSSigner(key: signingKey, algorithm: algorithm,
-                                                   protectedHeader: DetachedJWSHeader(keyID: jwsKeyID ?? ""))
+                                                   protectedHeader: DetachedJWSHeader(keyID: keyID ?? ""))
                 return [try signer.header(for: request.body)]
             }
         } catch let error as KeyBridgeError {
@@ -125,15 +137,56 @@ struct RequestSigningOptions {
         }
     }
 
-    private func loadProfile() throws(KeyBridgeError) -> BerlinGroupProfile {
-        guard let profile else { return .default }
-        guard let data = FileManager.default.contents(atPath: profile) else {
-            throw KeyBridgeError(.file, "cannot read the signing profile \(profile); check --sign-profile")
+    /// The `--sign-options` JSON decoded as this profile's settings; nil when none was given.
+    private func loadOptions<Settings: Decodable>() throws(KeyBridgeError) -> Settings? {
+        guard let options else { return nil }
+        guard let data = FileManager.default.contents(atPath: options) else {
+            throw KeyBridgeError(.file, "cannot read the signing options \(options); check --sign-options")
         }
         do {
-            return try JSONDecoder().decode(BerlinGroupProfile.self, from: data)
+            return try JSONDecoder().decode(Settings.self, from: data)
         } catch {
-            throw KeyBridgeError(.usage, "the signing profile \(profile) is not a valid Berlin Group profile (JSON): \(error.localizedDescription)")
+            throw KeyBridgeError(.usage, "--sign-options \(options) does not fit the \(format?.rawValue ?? "") profile: \(error)")
+        }
+    }
+
+    /// RFC 9421: by default @method, @target-uri, content-digest and content-type (when sent),
+    /// created now and valid for five minutes; the algorithm follows the key type.
+    private func httpMessageSignatureHeaders(_ request: HTTPRequestParts, key: ProviderKey) throws(KeyBridgeError) -> [(name: String, value: String)] {
+        let settings: HTTPSignatureOptions = try loadOptions() ?? HTTPSignatureOptions()
+        let algorithm: HTTPSignatureAlgorithm
+        if let name = settings.algorithm {
+            guard let chosen = HTTPSignatureAlgorithm(name: name) else {
+                throw KeyBridgeError(.usage, "the RFC 9421 algorithm '\(name.prefix(30))' is not one of rsa-pss-sha512, rsa-v1_5-sha256, ecdsa-p256-sha256, ed25519")
+            }
+            algorithm = chosen
+        } else {
+            algorithm = key.algorithm == "RSA" ? .rsaPSSSHA512 : key.algorithm == "ED25519" ? .ed25519 : .ecdsaP256SHA256
+        }
+        var components: [HTTPSignatureComponent] = [.method, .targetURI, .field("content-digest")]
+        if request.header("content-type") != nil { components.append(.field("content-type")) }
+        if let names = settings.components {
+            let derived: [String: HTTPSignatureComponent] = [
+                "@method": .method, "@target-uri": .targetURI, "@authority": .authority, "@scheme": .scheme,
+                "@request-target": .requestTarget, "@path": .path, "@query": .query,
+            ]
+            components = try names.map { name throws(KeyBridgeError) in
+                guard name.hasPrefix("@") else { return .field(name) }
+                guard let component = derived[name] else {
+                    throw KeyBridgeError(.usage, "the RFC 9421 component '\(name.prefix(30))' is not one of \(derived.keys.sorted().joined(separator: ", "))")
+                }
+                return component
+            }
+        }
+        do {
+            let signer = try HTTPMessageSigner(key: key, algorithm: algorithm, keyID: settings.keyid ?? keyID, components: components,
+                                               label: settings.label ?? "sig1", lifetime: settings.lifetime ?? 300, tag: settings.tag,
+                                               contentDigest: components.contains(.field("content-digest")) ? .sha256 : nil)
+            var signed = request
+            try signer.sign(&signed)
+            return Array(signed.headers.dropFirst(request.headers.count))
+        } catch {
+            throw KeyBridgeError(.key, "cannot sign the request (rfc9421): \(error.reason)")
         }
     }
 }

@@ -34,7 +34,7 @@ final class SignedRequestCommandTests: XCTestCase {
     }
 
     func testBerlinGroupSignedRequestVerifiesAsTheBankReceivedIt() throws {
-        let (result, url) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-ec.pem")], path: "/echo")
+        let (result, url) = try send(["--sign-profile", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-ec.pem")], path: "/echo")
         XCTAssertEqual(result.status, 0, result.standardError)
         var received = try receivedRequest(result.standardOutput, url: url)
         let verification = try BerlinGroupVerifier().verify(received)
@@ -45,7 +45,7 @@ final class SignedRequestCommandTests: XCTestCase {
     }
 
     func testDetachedJWSSignedRequestVerifiesAsTheBankReceivedIt() throws {
-        let (result, url) = try send(["--sign", "jws", "--sign-key", token.rsaURI, "--jws-kid", "kb-test-kid"], path: "/echo")
+        let (result, url) = try send(["--sign-profile", "jws", "--sign-key", token.rsaURI, "--sign-key-id", "kb-test-kid"], path: "/echo")
         XCTAssertEqual(result.status, 0, result.standardError)
         let received = try receivedRequest(result.standardOutput, url: url)
         let jws = try XCTUnwrap(received.header("x-jws-signature"))
@@ -55,11 +55,25 @@ final class SignedRequestCommandTests: XCTestCase {
         XCTAssertThrowsError(try verifier.verify(jws, body: Data((body + " ").utf8)))
     }
 
+    func testRFC9421SignedRequestVerifiesAsTheBankReceivedIt() throws {
+        let (result, url) = try send(["--sign-profile", "rfc9421", "--sign-key", token.ecURI, "--sign-key-id", "qseal-ec"], path: "/echo")
+        XCTAssertEqual(result.status, 0, result.standardError)
+        var received = try receivedRequest(result.standardOutput, url: url)
+        // nginx proxies nothing here: the echo is of the request as sent to this host and port.
+        var verifier = try HTTPMessageVerifier(key: PublicKeyVerifier(pem: String(contentsOfFile: token.pki("client-ec.pem"), encoding: .utf8)),
+                                               algorithm: .ecdsaP256SHA256)
+        verifier.checksContentDigest = true
+        let verified = try verifier.verify(received)
+        XCTAssertEqual(verified.parameters.keyID, "qseal-ec")
+        received.body = Data((body + "x").utf8)
+        XCTAssertThrowsError(try verifier.verify(received), "a changed body must fail the Content-Digest check")
+    }
+
     func testSigningNeedsItsKeyAndCertificate() throws {
-        let (noCertificate, _) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI], path: "/never")
+        let (noCertificate, _) = try send(["--sign-profile", "berlin-group", "--sign-key", token.ecURI], path: "/never")
         XCTAssertEqual(noCertificate.status, 2)
         XCTAssertTrue(noCertificate.standardError.contains("--sign-cert"), noCertificate.standardError)
-        let (mismatch, _) = try send(["--sign", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-rsa.pem")], path: "/never")
+        let (mismatch, _) = try send(["--sign-profile", "berlin-group", "--sign-key", token.ecURI, "--sign-cert", token.pki("client-rsa.pem")], path: "/never")
         XCTAssertNotEqual(mismatch.status, 0)
         XCTAssertEqual(mismatch.standardOutput, "")
         XCTAssertTrue(mismatch.standardError.contains("keybridge: error: cannot sign the request"), mismatch.standardError)
