@@ -498,4 +498,329 @@ final class EIDASCertificateTests: XCTestCase {
         XCTAssertTrue(help.standardOutput.hasPrefix("Usage: keybridge cert inspect"), help.standardOutput)
         XCTAssertTrue(try KeyBridgeExecutable.run(["--help"]).standardOutput.contains("cert inspect"))
     }
+
+    // MARK: - softhsm-setup's QSealC and negative certificates
+
+    /// The test PKI's QWAC and QSealC of one organisation, and the QSealCs (file keys, same
+    /// issuing CA) that PSD2 checks must reject or report: no PSD2 statement, a PSD2 statement
+    /// without any role, another PSP.
+    private enum SetupCertificate: String, CaseIterable {
+        case qwac = "client-ec.pem"
+        case qsealc = "qseal-ec.pem"
+        case noPSD2 = "negative/no-psd2.pem"
+        case missingRole = "negative/missing-role.pem"
+        case otherOrganization = "negative/other-org.pem"
+    }
+
+    private func path(_ certificate: SetupCertificate) -> String { token.pki(certificate.rawValue) }
+
+    private func load(_ certificate: SetupCertificate) throws -> EIDASCertificate { try load(path(certificate)) }
+
+    /// `keybridge cert inspect --json SOURCE` as a dictionary, after checking it succeeded quietly.
+    private func inspectJSON(_ source: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        let result = try inspect(["--json", source])
+        XCTAssertEqual(result.status, 0, result.standardError, file: file, line: line)
+        XCTAssertEqual(result.standardError, "", file: file, line: line)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any], file: file, line: line)
+    }
+
+    /// `keybridge cert inspect SOURCE` (text), after checking it succeeded quietly.
+    private func inspectText(_ source: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let result = try inspect([source])
+        XCTAssertEqual(result.status, 0, result.standardError, file: file, line: line)
+        XCTAssertEqual(result.standardError, "", file: file, line: line)
+        return result.standardOutput
+    }
+
+    /// The report's line that starts with `label` (after indentation), e.g. "PSD2 roles:".
+    private func reportLine(_ text: String, _ label: String) -> String? {
+        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix(label) }
+    }
+
+    /// `openssl x509 -ext keyUsage,extendedKeyUsage` output.
+    private func usages(_ file: String) throws -> String {
+        try openssl(["x509", "-in", file, "-noout", "-ext", "keyUsage,extendedKeyUsage"])
+    }
+
+    func testSetupCertificatesMatchOpenSSLAndChainToTheTestRoot() throws {
+        for certificate in SetupCertificate.allCases {
+            let file = path(certificate)
+            let parsed = try load(certificate)
+            XCTAssertEqual(parsed.subject.rfc2253, try x509Field(file, ["-subject", "-nameopt", "RFC2253"]), file)
+            XCTAssertEqual(parsed.issuer.rfc2253, try x509Field(file, ["-issuer", "-nameopt", "RFC2253"]), file)
+            XCTAssertEqual(parsed.issuer.rfc2253, "CN=KeyBridge Test QTSP CA,O=KeyBridge Test QTSP,C=DE", file)
+            XCTAssertEqual(parsed.serialNumberHex, try x509Field(file, ["-serial"]), file)
+            XCTAssertEqual(parsed.sha256FingerprintHex, try x509Field(file, ["-fingerprint", "-sha256"]), file)
+            XCTAssertEqual(parsed.notAfter, try opensslDate(try x509Field(file, ["-enddate"])), file)
+            XCTAssertEqual(parsed.publicKey.description, "EC P-256 (256 bits)", file)
+            XCTAssertTrue(parsed.isValid(), file)
+            // Every OID and string of the QCStatements, in order, as openssl's parser lists them.
+            let expected = try asn1parseQCStatements(file)
+            XCTAssertGreaterThanOrEqual(expected.count, 3, "asn1parse found too little in \(file)")
+            XCTAssertEqual(flattened(try XCTUnwrap(parsed.qcStatements, file)), expected, file)
+
+            let verify = try Command.run(["openssl", "verify", "-CAfile", token.pki("root-ca.pem"), "-untrusted", token.pki("issuing-ca.pem"), file])
+            XCTAssertEqual(verify.status, 0, "\(file): \(verify.combined)")
+        }
+    }
+
+    func testSetupQSealCIsAnESealOfTheQWACsOrganization() throws {
+        let seal = try load(.qsealc)
+        XCTAssertEqual(seal.subject.attributes.map(\.oid), ["2.5.4.6", "2.5.4.10", "2.5.4.97", "2.5.4.3"])
+        XCTAssertEqual(seal.subject.country, "DE")
+        XCTAssertEqual(seal.subject.organization, "KeyBridge Test TPP GmbH")
+        XCTAssertEqual(seal.organizationIdentifier, "PSDDE-BAFIN-123456")
+        XCTAssertEqual(seal.subject.commonName, "KeyBridge Test TPP seal")
+
+        let qc = try XCTUnwrap(seal.qcStatements)
+        XCTAssertTrue(qc.compliance)
+        XCTAssertEqual(qc.types, [.eseal])
+        XCTAssertEqual(qc.statementIDs, ["0.4.0.1862.1.1", "0.4.0.1862.1.6", "0.4.0.19495.2"])
+        XCTAssertEqual(qc.otherStatementIDs, [])
+        let psd2 = try XCTUnwrap(qc.psd2)
+        XCTAssertEqual(psd2.roles.map(\.description), ["PSP_AI (0.4.0.19495.1.3)", "PSP_PI (0.4.0.19495.1.2)"])
+        XCTAssertEqual(psd2.roles.map(\.name), ["PSP_AI", "PSP_PI"])
+        XCTAssertEqual(psd2.ncaName, "Federal Financial Supervisory Authority")
+        XCTAssertEqual(psd2.ncaID, "DE-BAFIN")
+
+        // A seal, not a TLS client: nonRepudiation and no extendedKeyUsage. The QWAC (control)
+        // shows the same reading does find clientAuth.
+        let sealUsages = try usages(path(.qsealc))
+        XCTAssertTrue(sealUsages.contains("Digital Signature, Non Repudiation"), sealUsages)
+        XCTAssertFalse(sealUsages.contains("Extended Key Usage"), sealUsages)
+        XCTAssertFalse(sealUsages.contains("TLS Web Client Authentication"), sealUsages)
+        XCTAssertTrue(try usages(path(.qwac)).contains("TLS Web Client Authentication"))
+        XCTAssertEqual(try load(.qwac).qcStatements?.types, [.web])
+
+        // The chain file is the QSealC and then the issuing CA.
+        let chain = try EIDASCertificate.all(pem: String(contentsOfFile: token.pki("qseal-ec-chain.pem"), encoding: .utf8))
+        XCTAssertEqual(chain.map(\.der), [seal.der, try load(token.pki("issuing-ca.pem")).der])
+
+        let check = EIDASCertificate.sameOrganization(qwac: try load(.qwac), qsealc: seal)
+        XCTAssertTrue(check.isSameOrganization, check.description)
+        XCTAssertEqual(check.mismatches, [])
+        XCTAssertEqual(check.organizationIdentifier, "PSDDE-BAFIN-123456")
+        XCTAssertEqual(check.ncaID, "DE-BAFIN")
+        XCTAssertEqual(check.description, "same organization PSDDE-BAFIN-123456, NCA DE-BAFIN")
+        // Control: the same pair the wrong way round fails on both QcTypes.
+        let swapped = EIDASCertificate.sameOrganization(qwac: seal, qsealc: try load(.qwac))
+        XCTAssertEqual(swapped.mismatches.map(\.field), [.qwacType, .qsealcType], swapped.description)
+    }
+
+    /// The QSealC's key is the token key qseal-ec/07 (sensitive, never extractable), and the
+    /// token holds the same certificate under that id.
+    func testSetupQSealCBelongsToTheTokenKey() throws {
+        let uri = try token.keyURI("qseal-ec")
+        XCTAssertTrue(uri.hasPrefix("pkcs11:token=keybridge;object=qseal-ec;type=private?"), uri)
+        let query = try XCTUnwrap(uri.split(separator: "?").last)
+
+        // A signature made on the token verifies with the QSealC's public key (openssl), and
+        // not with the QWAC's (control: the check can fail).
+        let key = try ProviderKey(uri: uri)
+        XCTAssertEqual(key.algorithm, "EC")
+        let message = Array("digest: SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\nx-request-id: 99391c7e-ad88-49ec-a2ad-99ddcb1f7721".utf8)
+        let signature = try key.sign(message, scheme: .ecdsa(.sha256))
+        let directory = try Command.temporaryDirectory()
+        try Data(message).write(to: URL(fileURLWithPath: directory + "/message"))
+        try Data(signature).write(to: URL(fileURLWithPath: directory + "/signature"))
+        func opensslVerifies(with certificate: SetupCertificate) throws -> Bool {
+            let pem = directory + "/\(certificate).pub.pem"
+            try openssl(["x509", "-in", path(certificate), "-noout", "-pubkey", "-out", pem])
+            let result = try Command.run(["openssl", "dgst", "-sha256", "-verify", pem, "-signature", directory + "/signature", directory + "/message"])
+            return result.status == 0 && result.standardOutput.contains("Verified OK")
+        }
+        XCTAssertTrue(try opensslVerifies(with: .qsealc))
+        XCTAssertFalse(try opensslVerifies(with: .qwac))
+        XCTAssertEqual(try key.publicKeyPEM(), try openssl(["x509", "-in", path(.qsealc), "-noout", "-pubkey"]))
+
+        // The certificate object, by label and by id.
+        let seal = try load(.qsealc)
+        for selector in ["object=qseal-ec;type=cert", "id=%07;type=cert"] {
+            let fromToken = try XCTUnwrap(TokenCertificates.chain(uri: "pkcs11:token=keybridge;\(selector)?\(query)").first)
+            XCTAssertTrue(fromToken == seal.der, selector)
+        }
+
+        // The private key object: sensitive and never extractable. The public key object of the
+        // same id (control) shows the flags are read per object.
+        let modulePath = try XCTUnwrap(query.split(separator: "&").first { $0.hasPrefix("module-path=") }?
+            .dropFirst("module-path=".count).removingPercentEncoding)
+        let environment = ProcessInfo.processInfo.environment.merging(["KB_TEST_PIN": token.userPIN, "SOFTHSM2_CONF": token.softHSMConfig]) { $1 }
+        let listing = try Command.run(["pkcs11-tool", "--module", modulePath, "--token-label", "keybridge", "--login",
+                                       "--pin", "env:KB_TEST_PIN", "--list-objects"], environment: environment)
+        XCTAssertEqual(listing.status, 0, listing.standardError)
+        // One block per object: "Kind; ..." then indented "name: value" lines.
+        var blocks: [(kind: String, fields: [String: String])] = []
+        for line in listing.standardOutput.split(separator: "\n") {
+            if !line.hasPrefix(" ") {
+                blocks.append((String(line.prefix { $0 != ";" }), [:]))
+            } else if !blocks.isEmpty {
+                let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                if parts.count == 2 { blocks[blocks.count - 1].fields[parts[0]] = parts[1] }
+            }
+        }
+        let sealObjects = blocks.filter { $0.fields["ID"] == "07" }
+        XCTAssertEqual(sealObjects.map(\.kind).sorted(), ["Certificate Object", "Private Key Object", "Public Key Object"], listing.standardOutput)
+        XCTAssertEqual(Set(sealObjects.compactMap { $0.fields["label"] }), ["qseal-ec"])
+        func access(_ kind: String) throws -> Set<String> {
+            let block = try XCTUnwrap(sealObjects.first { $0.kind == kind }, kind)
+            return Set(try XCTUnwrap(block.fields["Access"], kind).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        }
+        let privateKey = try access("Private Key Object")
+        XCTAssertTrue(privateKey.isSuperset(of: ["sensitive", "always sensitive", "never extractable", "local"]), "\(privateKey)")
+        XCTAssertFalse(privateKey.contains("extractable"), "\(privateKey)")
+        XCTAssertFalse(try access("Public Key Object").contains("sensitive"))
+    }
+
+    func testInspectSetupQWACAndQSealC() throws {
+        let qwac = try inspectText(path(.qwac))
+        XCTAssertEqual(reportLine(qwac, "QcType:"), "QcType:                 web, QWAC (0.4.0.1862.1.6.3)", qwac)
+        XCTAssertEqual(reportLine(qwac, "PSD2 roles:"), "PSD2 roles:             PSP_AI (0.4.0.19495.1.3), PSP_PI (0.4.0.19495.1.2)", qwac)
+        XCTAssertEqual(reportLine(qwac, "NCA:"), "NCA:                    Federal Financial Supervisory Authority (DE-BAFIN)", qwac)
+        XCTAssertEqual(reportLine(qwac, "Common name (CN):"), "Common name (CN):       tpp-ec.example", qwac)
+
+        let query = try XCTUnwrap(try token.keyURI("qseal-ec").split(separator: "?").last)
+        for source in [path(.qsealc), token.pki("qseal-ec-chain.pem"), "pkcs11:token=keybridge;object=qseal-ec;type=cert?\(query)"] {
+            let text = try inspectText(source)
+            XCTAssertEqual(reportLine(text, "organizationIdentifier:"), "organizationIdentifier: PSDDE-BAFIN-123456", text)
+            XCTAssertEqual(reportLine(text, "Common name (CN):"), "Common name (CN):       KeyBridge Test TPP seal", text)
+            XCTAssertEqual(reportLine(text, "Key:"), "Key:                      EC P-256 (256 bits)", text)
+            XCTAssertEqual(reportLine(text, "QcCompliance:"), "QcCompliance:           yes (0.4.0.1862.1.1)", text)
+            XCTAssertEqual(reportLine(text, "QcType:"), "QcType:                 eseal, QSealC (0.4.0.1862.1.6.2)", text)
+            XCTAssertEqual(reportLine(text, "PSD2 roles:"), "PSD2 roles:             PSP_AI (0.4.0.19495.1.3), PSP_PI (0.4.0.19495.1.2)", text)
+            XCTAssertEqual(reportLine(text, "NCA:"), "NCA:                    Federal Financial Supervisory Authority (DE-BAFIN)", text)
+            XCTAssertNil(reportLine(text, "Other statements:"), text)
+            XCTAssertFalse(text.contains("pin-source") || text.contains("module-path"), "the URI's query is not shown")
+        }
+    }
+
+    func testInspectJSONForEverySetupCertificate() throws {
+        struct Expected {
+            var organizationIdentifier: String
+            var commonName: String
+            var types: [String]
+            /// nil: no PSD2 statement.
+            var roles: [String]?
+            var ncaID: String?
+            var ncaName: String?
+        }
+        let germanRoles = ["PSP_AI", "PSP_PI"]
+        let bafin = "Federal Financial Supervisory Authority"
+        let expectations: [SetupCertificate: Expected] = [
+            .qwac: Expected(organizationIdentifier: "PSDDE-BAFIN-123456", commonName: "tpp-ec.example", types: ["web"], roles: germanRoles, ncaID: "DE-BAFIN", ncaName: bafin),
+            .qsealc: Expected(organizationIdentifier: "PSDDE-BAFIN-123456", commonName: "KeyBridge Test TPP seal", types: ["eseal"], roles: germanRoles, ncaID: "DE-BAFIN", ncaName: bafin),
+            .noPSD2: Expected(organizationIdentifier: "PSDDE-BAFIN-123456", commonName: "KeyBridge Test TPP seal without PSD2 statement", types: ["eseal"], roles: nil),
+            .missingRole: Expected(organizationIdentifier: "PSDDE-BAFIN-123456", commonName: "KeyBridge Test TPP seal without PSD2 roles", types: ["eseal"], roles: [], ncaID: "DE-BAFIN", ncaName: bafin),
+            .otherOrganization: Expected(organizationIdentifier: "PSDNL-DNB-987654", commonName: "KeyBridge Test Other TPP seal", types: ["eseal"], roles: germanRoles, ncaID: "NL-DNB", ncaName: "De Nederlandsche Bank"),
+        ]
+        XCTAssertEqual(expectations.count, SetupCertificate.allCases.count)
+        for certificate in SetupCertificate.allCases {
+            let name = certificate.rawValue
+            let expected = try XCTUnwrap(expectations[certificate])
+            let object = try inspectJSON(path(certificate))
+            XCTAssertEqual(object["source"] as? String, path(certificate), name)
+            XCTAssertEqual(object["serialNumber"] as? String, try x509Field(path(certificate), ["-serial"]), name)
+            XCTAssertEqual(object["expired"] as? Bool, false, name)
+            let subject = try XCTUnwrap(object["subject"] as? [String: Any], name)
+            XCTAssertEqual(subject["organizationIdentifier"] as? String, expected.organizationIdentifier, name)
+            XCTAssertEqual(subject["commonName"] as? String, expected.commonName, name)
+            let qc = try XCTUnwrap(object["qcStatements"] as? [String: Any], name)
+            XCTAssertEqual(qc["compliance"] as? Bool, true, name)
+            XCTAssertEqual((qc["types"] as? [[String: Any]])?.compactMap { $0["name"] as? String }, expected.types, name)
+            XCTAssertEqual(qc["otherStatementIds"] as? [String], [], name)
+            guard let roles = expected.roles else {
+                // No PSD2 statement: the key is there, with null.
+                XCTAssertTrue(qc.keys.contains("psd2") && qc["psd2"] is NSNull, "\(name): \(qc)")
+                XCTAssertEqual(qc["statementIds"] as? [String], ["0.4.0.1862.1.1", "0.4.0.1862.1.6"], name)
+                continue
+            }
+            XCTAssertEqual(qc["statementIds"] as? [String], ["0.4.0.1862.1.1", "0.4.0.1862.1.6", "0.4.0.19495.2"], name)
+            let psd2 = try XCTUnwrap(qc["psd2"] as? [String: Any], name)
+            // A statement without roles has an empty list, not null.
+            let parsedRoles = try XCTUnwrap(psd2["roles"] as? [[String: Any]], "\(name): \(psd2)")
+            XCTAssertEqual(parsedRoles.compactMap { $0["name"] as? String }, roles, name)
+            XCTAssertEqual(parsedRoles.compactMap { $0["standardName"] as? String }, roles, name)
+            XCTAssertEqual(psd2["ncaId"] as? String, expected.ncaID, name)
+            XCTAssertEqual(psd2["ncaName"] as? String, expected.ncaName, name)
+        }
+    }
+
+    /// A QSealC without the PSD2 statement is read and reported, not refused: what is missing is
+    /// for the relying party to judge.
+    func testNoPSD2StatementIsReportedNotAnError() throws {
+        let certificate = try load(.noPSD2)
+        let qc = try XCTUnwrap(certificate.qcStatements)
+        XCTAssertNil(qc.psd2)
+        XCTAssertTrue(qc.compliance)
+        XCTAssertEqual(qc.types, [.eseal])
+        XCTAssertEqual(qc.statementIDs, ["0.4.0.1862.1.1", "0.4.0.1862.1.6"])
+        // Control: openssl's parser sees no PSD2 OID in the extension, and does in the QSealC's.
+        XCTAssertFalse(try asn1parseQCStatements(path(.noPSD2)).contains("0.4.0.19495.2"))
+        XCTAssertTrue(try asn1parseQCStatements(path(.qsealc)).contains("0.4.0.19495.2"))
+
+        let text = try inspectText(path(.noPSD2))
+        XCTAssertEqual(reportLine(text, "PSD2:"), "PSD2:                   no PSD2 statement (0.4.0.19495.2)", text)
+        XCTAssertNil(reportLine(text, "PSD2 roles:"), text)
+        XCTAssertNil(reportLine(text, "NCA:"), text)
+        XCTAssertEqual(reportLine(text, "QcType:"), "QcType:                 eseal, QSealC (0.4.0.1862.1.6.2)", text)
+
+        // Same organisation by identifier, but without the statement there is no NCA to compare.
+        let check = EIDASCertificate.sameOrganization(qwac: try load(.qwac), qsealc: certificate)
+        XCTAssertFalse(check.isSameOrganization)
+        XCTAssertEqual(check.mismatches.map(\.field), [.ncaID], check.description)
+        XCTAssertEqual(check.description, "the QSealC has no PSD2 QCStatement (0.4.0.19495.2), so no NCA id")
+        XCTAssertEqual(check.organizationIdentifier, "PSDDE-BAFIN-123456")
+    }
+
+    /// ETSI TS 119 495 wants at least one role in rolesOfPSP. A statement with none is a finding
+    /// that inspection shows (exit 0, "PSD2 roles: none", `roles: []`); refusing it is the
+    /// relying party's decision (the mock bank's QSealC rules), not the parser's.
+    func testPSD2StatementWithoutRolesIsReported() throws {
+        // The fixture is what it claims: openssl shows rolesOfPSP as an empty SEQUENCE.
+        let outer = try openssl(["asn1parse", "-in", path(.missingRole)]).split(separator: "\n")
+        let marker = try XCTUnwrap(outer.firstIndex { $0.hasSuffix(":qcStatements") })
+        let offset = try XCTUnwrap(outer[outer.index(after: marker)].split(separator: ":").first?.trimmingCharacters(in: .whitespaces))
+        let statements = try openssl(["asn1parse", "-in", path(.missingRole), "-strparse", offset]).split(separator: "\n").map(String.init)
+        let psd2Line = try XCTUnwrap(statements.firstIndex { $0.hasSuffix(":0.4.0.19495.2") }, statements.joined(separator: "\n"))
+        // OID, then PSD2QcType SEQUENCE, then rolesOfPSP: "d=3  hl=2 l=   0 cons: SEQUENCE".
+        let rolesLine = statements[psd2Line + 2]
+        XCTAssertTrue(rolesLine.contains("l=   0 cons:") && rolesLine.contains("SEQUENCE"), rolesLine)
+
+        let psd2 = try XCTUnwrap(try load(.missingRole).qcStatements?.psd2)
+        XCTAssertEqual(psd2.roles, [])
+        XCTAssertFalse(psd2.hasRole("PSP_AI") || psd2.hasRole("PSP_PI") || psd2.hasRole("PSP_AS") || psd2.hasRole("PSP_IC"))
+        XCTAssertEqual(psd2.ncaID, "DE-BAFIN")
+        // Control: the QSealC's statement has its roles.
+        XCTAssertTrue(try XCTUnwrap(try load(.qsealc).qcStatements?.psd2).hasRole("PSP_AI"))
+
+        let text = try inspectText(path(.missingRole))
+        let roles = try XCTUnwrap(reportLine(text, "PSD2 roles:"), text)
+        XCTAssertTrue(roles.hasPrefix("PSD2 roles:             none"), roles)
+        XCTAssertEqual(reportLine(text, "NCA:"), "NCA:                    Federal Financial Supervisory Authority (DE-BAFIN)", text)
+
+        // The organisation check compares who the PSP is, not what it may do.
+        let check = EIDASCertificate.sameOrganization(qwac: try load(.qwac), qsealc: try load(.missingRole))
+        XCTAssertTrue(check.isSameOrganization, check.description)
+    }
+
+    func testOtherOrganizationIsNamedAsAMismatch() throws {
+        let other = try load(.otherOrganization)
+        XCTAssertEqual(other.organizationIdentifier, "PSDNL-DNB-987654")
+        XCTAssertEqual(other.subject.country, "NL")
+        XCTAssertEqual(other.qcStatements?.types, [.eseal])
+        XCTAssertEqual(other.qcStatements?.psd2?.ncaID, "NL-DNB")
+        XCTAssertEqual(other.qcStatements?.psd2?.ncaName, "De Nederlandsche Bank")
+
+        let check = EIDASCertificate.sameOrganization(qwac: try load(.qwac), qsealc: other)
+        XCTAssertFalse(check.isSameOrganization)
+        XCTAssertEqual(check.mismatches.map(\.field), [.organizationIdentifier, .ncaID], check.description)
+        XCTAssertEqual(check.mismatches[0].description, "organizationIdentifier differs: the QWAC has PSDDE-BAFIN-123456, the QSealC PSDNL-DNB-987654")
+        XCTAssertEqual(check.mismatches[1].description, "the NCA id differs: the QWAC has DE-BAFIN, the QSealC NL-DNB")
+        XCTAssertNil(check.organizationIdentifier)
+        XCTAssertNil(check.ncaID)
+
+        let text = try inspectText(path(.otherOrganization))
+        XCTAssertEqual(reportLine(text, "organizationIdentifier:"), "organizationIdentifier: PSDNL-DNB-987654", text)
+        XCTAssertEqual(reportLine(text, "NCA:"), "NCA:                    De Nederlandsche Bank (NL-DNB)", text)
+        XCTAssertEqual(reportLine(text, "QcType:"), "QcType:                 eseal, QSealC (0.4.0.1862.1.6.2)", text)
+    }
 }

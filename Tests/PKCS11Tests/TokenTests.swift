@@ -162,8 +162,9 @@ final class TokenTests: XCTestCase {
         XCTAssertTrue(token.isLoggedIn)
         // Private objects are visible only to a logged-in user: this proves the login is real.
         let keys = try token.findObjects(matching: PKCS11URI(parsing: "pkcs11:"), objectClass: .privateKey)
-        // softhsm-setup makes five: RSA, P-256, P-384, P-521 and the always-authenticate RSA key.
-        XCTAssertEqual(keys.count, 5)
+        // softhsm-setup makes six: RSA, P-256, P-384, P-521, the always-authenticate RSA key and
+        // the QSealC's P-256 key (qseal-ec).
+        XCTAssertEqual(keys.count, 6)
     }
 
     func testMechanismsIncludeWhatKeyBridgeSignsWith() throws {
@@ -213,8 +214,8 @@ final class TokenTests: XCTestCase {
     func testFindCertificatesByType() throws {
         let token = try TokenFixture.loggedInToken()
         let certificates = try token.findObjects(matching: PKCS11URI(parsing: "pkcs11:type=cert"), objectClass: .certificate)
-        // One per key, plus the issuing CA stored for chain building.
-        XCTAssertEqual(certificates.count, 6)
+        // One per key (five QWACs and the QSealC), plus the issuing CA stored for chain building.
+        XCTAssertEqual(certificates.count, 7)
 
         let rsaCertificate = try token.findObjects(id: [0x01], objectClass: .certificate)
         XCTAssertEqual(rsaCertificate.count, 1)
@@ -473,7 +474,7 @@ final class TokenTests: XCTestCase {
         for line in result.standardOutput.split(separator: "\n").map(String.init) {
             if line.hasPrefix("Private Key Object") { blocks.append([line]) } else if !blocks.isEmpty { blocks[blocks.count - 1].append(line) }
         }
-        XCTAssertEqual(blocks.count, 5, result.standardOutput)
+        XCTAssertEqual(blocks.count, 6, result.standardOutput)
         func value(of name: String, in block: [String]) -> String? {
             for line in block {
                 let parts = line.split(separator: ":", maxSplits: 1)
