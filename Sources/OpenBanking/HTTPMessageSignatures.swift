@@ -3,8 +3,9 @@ import KeyBridgeProvider
 
 /// An RFC 9421 signature algorithm, by its HTTP Signature Algorithms registry name.
 ///
-/// Only the asymmetric ones are here: `hmac-sha256` needs a shared secret, and KeyBridge keys
-/// are token private keys whose partner is a public key or certificate.
+/// Only the asymmetric ones are here, checked with a public key or certificate. `hmac-sha256`
+/// needs a shared secret instead: it is `HTTPMACAlgorithm`, used by `HTTPMessageMACSigner`
+/// and `HTTPMessageMACVerifier` with a token secret key (`TokenHMACKey`).
 public struct HTTPSignatureAlgorithm: Hashable, Sendable, CustomStringConvertible {
     /// The registry name, e.g. `rsa-pss-sha512`; what the `alg` parameter carries.
     public let name: String
@@ -31,7 +32,8 @@ public struct HTTPSignatureAlgorithm: Hashable, Sendable, CustomStringConvertibl
     /// The algorithms KeyBridge signs and verifies.
     public static let all: [HTTPSignatureAlgorithm] = [.rsaPSSSHA512, .rsaV1_5SHA256, .ecdsaP256SHA256, .ed25519]
 
-    /// The algorithm with this registry name; nil for unknown names and for `hmac-sha256`.
+    /// The algorithm with this registry name; nil for unknown names and for `hmac-sha256`
+    /// (see `HTTPMACAlgorithm`).
     public init?(name: String) {
         guard let found = Self.all.first(where: { $0.name == name }) else { return nil }
         self = found
@@ -402,7 +404,7 @@ public struct HTTPMessageVerifier: Sendable {
         }
     }
 
-    private static func readParameters(_ list: StructuredFieldParameters) throws(HTTPMessageSignatureError) -> HTTPSignatureParameters {
+    static func readParameters(_ list: StructuredFieldParameters) throws(HTTPMessageSignatureError) -> HTTPSignatureParameters {
         var result = HTTPSignatureParameters()
         for (key, value) in list {
             switch (key, value) {
@@ -424,7 +426,7 @@ public struct HTTPMessageVerifier: Sendable {
         return result
     }
 
-    private static func dictionary(_ field: String, in request: HTTPRequestParts) throws(HTTPMessageSignatureError) -> StructuredFieldDictionary {
+    static func dictionary(_ field: String, in request: HTTPRequestParts) throws(HTTPMessageSignatureError) -> StructuredFieldDictionary {
         guard let value = combinedField(field, in: request) else {
             throw HTTPMessageSignatureError(.missingSignature, "the request has no \(field) header")
         }

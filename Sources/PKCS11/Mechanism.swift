@@ -18,6 +18,8 @@ public enum SignatureMechanism: Sendable, Hashable, CustomStringConvertible {
     case ecdsaHashing(HashAlgorithm)
     /// `CKM_EDDSA` over the whole message.
     case eddsa
+    /// `CKM_SHA*_HMAC` with a secret key (`SecretKey`): the full-length HMAC of the whole message.
+    case hmac(HashAlgorithm)
 
     /// The raw `CKM_` value.
     public var mechanismType: UInt {
@@ -30,6 +32,7 @@ public enum SignatureMechanism: Sendable, Hashable, CustomStringConvertible {
         case .ecdsa: return UInt(CKM_ECDSA)
         case let .ecdsaHashing(hash): return hash.ecdsaMechanism
         case .eddsa: return UInt(CKM_EDDSA)
+        case let .hmac(hash): return hash.hmacMechanism
         }
     }
 
@@ -44,6 +47,7 @@ public enum SignatureMechanism: Sendable, Hashable, CustomStringConvertible {
         case .ecdsa: return "CKM_ECDSA"
         case let .ecdsaHashing(hash): return "CKM_ECDSA_\(hash)"
         case .eddsa: return "CKM_EDDSA"
+        case let .hmac(hash): return hash == .sha1 ? "CKM_SHA_1_HMAC" : "CKM_\(hash)_HMAC"
         }
     }
 
@@ -71,6 +75,7 @@ public enum MechanismType {
     public static let rsaRaw = UInt(CKM_RSA_X_509)
     public static let ecdsa = UInt(CKM_ECDSA)
     public static let eddsa = UInt(CKM_EDDSA)
+    public static let sha256HMAC = UInt(CKM_SHA256_HMAC)
 }
 
 /// Hash algorithms used in signature parameters.
@@ -130,6 +135,17 @@ public enum HashAlgorithm: String, Sendable, Hashable, CaseIterable, CustomStrin
         case .sha256: return UInt(CKM_ECDSA_SHA256)
         case .sha384: return UInt(CKM_ECDSA_SHA384)
         case .sha512: return UInt(CKM_ECDSA_SHA512)
+        }
+    }
+
+    /// `CKM_SHA*_HMAC`
+    public var hmacMechanism: UInt {
+        switch self {
+        case .sha1: return UInt(CKM_SHA_1_HMAC)
+        case .sha224: return UInt(CKM_SHA224_HMAC)
+        case .sha256: return UInt(CKM_SHA256_HMAC)
+        case .sha384: return UInt(CKM_SHA384_HMAC)
+        case .sha512: return UInt(CKM_SHA512_HMAC)
         }
     }
 
