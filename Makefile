@@ -3,7 +3,8 @@
 #   make deps    install the Debian packages that are missing (apt, as root)
 #   make build   swift build
 #   make setup   deps + build + ./softhsm-setup (token and test PKI in .state)
-#   make demo    mTLS request with the token's RSA key to a local nginx bank
+#   make demo    mTLS request with the token's RSA key to a local nginx bank, then a signed
+#                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank)
 #   make test    deps + build + setup + swift test
 #   make clean   remove .state and .build
 
@@ -46,14 +47,41 @@ build: deps
 setup: deps build
 	./softhsm-setup --state $(STATE)
 
-# Always stops nginx, and exits with the request's status.
+# 1. An mTLS request with the token's RSA key to nginx.
+# 2. The PSD2 sandbox (keybridge mock-bank) on a free port, nginx restarted to proxy /psd2/ to it,
+#    and a Berlin Group POST signed with the QSealC's token key (qseal-ec) sent through nginx;
+#    the sandbox logs one line to stderr and answers the JSON of what it checked.
+# Always stops nginx and the sandbox; fails when a request fails or the sandbox rejects the POST.
 demo: deps build setup
 	@port=$$(scripts/bank-nginx start $(STATE)); \
-	trap 'scripts/bank-nginx stop $(STATE)' EXIT; \
+	mock_pid=; \
+	trap 'if [ -n "$$mock_pid" ]; then kill $$mock_pid 2>/dev/null || true; wait $$mock_pid 2>/dev/null || true; fi; scripts/bank-nginx stop $(STATE)' EXIT; \
 	echo "bank nginx on https://localhost:$$port"; \
-	SOFTHSM2_CONF=$(STATE)/softhsm2.conf .build/debug/keybridge request -v \
+	export SOFTHSM2_CONF=$(STATE)/softhsm2.conf; \
+	.build/debug/keybridge request -v \
 	  --cacert .state/pki/root-ca.pem --cert .state/pki/client-rsa-chain.pem \
-	  --key "$$(cat .state/uris/rsa)" --tlsv1.3 https://localhost:$$port/accounts
+	  --key "$$(cat .state/uris/rsa)" --tlsv1.3 https://localhost:$$port/accounts; \
+	echo; \
+	mkdir -p $(STATE)/mock-bank; rm -f $(STATE)/mock-bank/port; \
+	.build/debug/keybridge mock-bank --listen 127.0.0.1:0 \
+	  --qwac-ca .state/pki/issuing-ca.pem --qsealc-ca .state/pki/issuing-ca.pem \
+	  >$(STATE)/mock-bank/port & mock_pid=$$!; \
+	for _ in $$(seq 100); do \
+	  [ -s $(STATE)/mock-bank/port ] && break; kill -0 $$mock_pid 2>/dev/null || exit 1; sleep 0.05; \
+	done; \
+	mock_port=$$(cat $(STATE)/mock-bank/port); \
+	port=$$(scripts/bank-nginx start $(STATE) $$mock_port); \
+	echo "bank nginx on https://localhost:$$port, /psd2/ proxied to the mock bank on 127.0.0.1:$$mock_port"; \
+	echo "signed Berlin Group POST: QWAC client-rsa (mTLS), QSealC qseal-ec (signature), both keys on the token"; \
+	answer=$$(.build/debug/keybridge request \
+	  --cacert .state/pki/root-ca.pem --cert .state/pki/client-rsa-chain.pem --key "$$(cat .state/uris/rsa)" \
+	  --sign-profile berlin-group --sign-key "$$(cat .state/uris/qseal-ec)" --sign-cert .state/pki/qseal-ec.pem \
+	  -H 'PSU-ID: demo' -H 'Content-Type: application/json' \
+	  -d '{"instructedAmount":{"currency":"EUR","amount":"12.34"}}' \
+	  https://localhost:$$port/psd2/v1/payments/sepa-credit-transfers); \
+	echo "the sandbox answered:"; \
+	if command -v python3 >/dev/null; then python3 -m json.tool <<<"$$answer"; else echo "$$answer"; fi; \
+	grep -q '"result":"accepted"' <<<"$$answer"
 
 # Tests make their own token directories with ./softhsm-setup --state <tmp>;
 # setup here checks the script once before the test run.

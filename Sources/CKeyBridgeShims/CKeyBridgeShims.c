@@ -29,3 +29,7 @@ CURLcode CKeyBridgeShims_curl_easy_getinfo_string(CURL *curl, CURLINFO info, con
 int CKeyBridgeShims_sk_ASN1_TYPE_num(const STACK_OF(ASN1_TYPE) *stack) { return sk_ASN1_TYPE_num(stack); }
 ASN1_TYPE *CKeyBridgeShims_sk_ASN1_TYPE_value(const STACK_OF(ASN1_TYPE) *stack, int index) { return sk_ASN1_TYPE_value(stack, index); }
 void CKeyBridgeShims_sk_ASN1_TYPE_pop_free(STACK_OF(ASN1_TYPE) *stack) { sk_ASN1_TYPE_pop_free(stack, ASN1_TYPE_free); }
+
+// MARK: libmicrohttpd's daemon start and daemon info calls are variadic, which Swift cannot call.
+struct MHD_Daemon *CKeyBridgeShims_MHD_start_daemon(unsigned int flags, uint16_t port, MHD_AccessHandlerCallback handler, void *handler_cls, MHD_RequestCompletedCallback completed, void *completed_cls, void *(*uri_logger)(void *cls, const char *uri, struct MHD_Connection *connection), void *uri_logger_cls, const struct sockaddr *address, size_t memory_limit, unsigned int timeout_seconds) { return MHD_start_daemon(flags, port, NULL, NULL, handler, handler_cls, MHD_OPTION_NOTIFY_COMPLETED, completed, completed_cls, MHD_OPTION_URI_LOG_CALLBACK, uri_logger, uri_logger_cls, MHD_OPTION_SOCK_ADDR, address, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit, MHD_OPTION_CONNECTION_TIMEOUT, timeout_seconds, MHD_OPTION_END); }
+uint16_t CKeyBridgeShims_MHD_get_daemon_info_bind_port(struct MHD_Daemon *daemon) { const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT); return info == NULL ? 0 : info->port; }

@@ -44,6 +44,7 @@ enum Help {
                      (curl-style flags; see 'keybridge request --help')
       cert inspect   Show an eIDAS certificate (file or pkcs11: URI): organizationIdentifier, validity,
                      key, QC statements and PSD2 roles (see 'keybridge cert inspect --help')
+      mock-bank      Local PSD2 bank sandbox behind nginx: checks QWAC, QSealC, digest and signature
       --version      Print the version
 
     Keys are named by RFC 7512 URIs, for example:

@@ -54,4 +54,11 @@ int CKeyBridgeShims_sk_ASN1_TYPE_num(const STACK_OF(ASN1_TYPE) *stack);
 ASN1_TYPE *CKeyBridgeShims_sk_ASN1_TYPE_value(const STACK_OF(ASN1_TYPE) *stack, int index);
 void CKeyBridgeShims_sk_ASN1_TYPE_pop_free(STACK_OF(ASN1_TYPE) *stack);
 
+// MARK: libmicrohttpd's daemon start and daemon info calls are variadic, which Swift cannot call.
+// The mock bank's fixed option set: completion and raw-URI callbacks, bind address, memory and idle limits.
+#include <sys/socket.h>
+#include <microhttpd.h>
+struct MHD_Daemon *CKeyBridgeShims_MHD_start_daemon(unsigned int flags, uint16_t port, MHD_AccessHandlerCallback handler, void *handler_cls, MHD_RequestCompletedCallback completed, void *completed_cls, void *(*uri_logger)(void *cls, const char *uri, struct MHD_Connection *connection), void *uri_logger_cls, const struct sockaddr *address, size_t memory_limit, unsigned int timeout_seconds);
+uint16_t CKeyBridgeShims_MHD_get_daemon_info_bind_port(struct MHD_Daemon *daemon);
+
 #endif

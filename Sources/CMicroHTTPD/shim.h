@@ -1,0 +1,3 @@
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
