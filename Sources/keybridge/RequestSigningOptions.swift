@@ -68,7 +68,14 @@ struct RequestSigningOptions {
         guard let format, let key else { return [] }
         guard let parsedURL = URL(string: url) else { throw KeyBridgeError(.usage, "the URL cannot be parsed for signing") }
         let signingKey = try openKey(key)
-        let request = HTTPRequestParts(method: method, url: parsedURL, headers: headers, body: body ?? Data())
+        var request = HTTPRequestParts(method: method, url: parsedURL, headers: headers, body: body ?? Data())
+        // RFC 9421 and JWS carry no certificate of their own; with --sign-cert the QSealC travels
+        // in TPP-Signature-Certificate (covered by the RFC 9421 signature), as Berlin Group does.
+        var certificateHeader: [(name: String, value: String)] = []
+        if format != .berlinGroup, certificate != nil {
+            certificateHeader = [("TPP-Signature-Certificate", Data(try certificateDER()).base64EncodedString())]
+            request.headers += certificateHeader
+        }
         do {
             switch format {
             case .berlinGroup:
@@ -76,7 +83,7 @@ struct RequestSigningOptions {
                 let signer = try BerlinGroupSigner(key: signingKey, certificateDER: try certificateDER(), profile: profile)
                 return try signer.headers(for: request)
             case .rfc9421:
-                return try httpMessageSignatureHeaders(request, key: signingKey)
+                return certificateHeader + (try httpMessageSignatureHeaders(request, key: signingKey))
             case .jws:
                 let algorithm = try jwsAlgorithm.map { name throws(KeyBridgeError) in
                     guard let chosen = JWSAlgorithm(name: name.uppercased()) else {
@@ -86,7 +93,7 @@ struct RequestSigningOptions {
                 } ?? (signingKey.algorithm == "EC" ? .es256 : .ps256)
                 let signer = try DetachedJWSSigner(key: signingKey, algorithm: algorithm,
                                                    protectedHeader: DetachedJWSHeader(keyID: keyID ?? ""))
-                return [try signer.header(for: request.body)]
+                return certificateHeader + [try signer.header(for: request.body)]
             }
         } catch let error as KeyBridgeError {
             throw error
@@ -165,6 +172,7 @@ struct RequestSigningOptions {
         }
         var components: [HTTPSignatureComponent] = [.method, .targetURI, .field("content-digest")]
         if request.header("content-type") != nil { components.append(.field("content-type")) }
+        if request.header("tpp-signature-certificate") != nil { components.append(.field("tpp-signature-certificate")) }
         if let names = settings.components {
             let derived: [String: HTTPSignatureComponent] = [
                 "@method": .method, "@target-uri": .targetURI, "@authority": .authority, "@scheme": .scheme,

@@ -69,6 +69,19 @@ final class SignedRequestCommandTests: XCTestCase {
         XCTAssertThrowsError(try verifier.verify(received), "a changed body must fail the Content-Digest check")
     }
 
+    /// With --sign-cert, RFC 9421 carries the QSealC in TPP-Signature-Certificate and signs over it.
+    func testRFC9421WithQSealCSendsAndCoversTheCertificate() throws {
+        let seal = try token.keyURI("qseal-ec")
+        let (result, url) = try send(["--sign-profile", "rfc9421", "--sign-key", seal, "--sign-cert", token.pki("qseal-ec.pem")], path: "/echo")
+        XCTAssertEqual(result.status, 0, result.standardError)
+        let received = try receivedRequest(result.standardOutput, url: url)
+        let carried = try XCTUnwrap(received.header("TPP-Signature-Certificate"))
+        let verifier = try HTTPMessageVerifier(key: PublicKeyVerifier(certificateDER: Array(try XCTUnwrap(Data(base64Encoded: carried)))),
+                                               algorithm: .ecdsaP256SHA256)
+        let verified = try verifier.verify(received)
+        XCTAssertTrue(verified.components.contains(.field("tpp-signature-certificate")), "\(verified.components)")
+    }
+
     func testSigningNeedsItsKeyAndCertificate() throws {
         let (noCertificate, _) = try send(["--sign-profile", "berlin-group", "--sign-key", token.ecURI], path: "/never")
         XCTAssertEqual(noCertificate.status, 2)
