@@ -113,7 +113,7 @@ public final class PrivateKey: @unchecked Sendable {
     }
 
     /// The token a URI names, logged in when the login behaviour calls for it.
-    private static func loggedInToken(_ uri: PKCS11URI, pin: PIN?, allowPrompt: Bool,
+    static func loggedInToken(_ uri: PKCS11URI, pin: PIN?, allowPrompt: Bool,
                                       pinFallback: (() -> PIN?)?) throws(PKCS11Error) -> (Token, TokenInfo) {
         let module = try PKCS11Module.load(for: uri)
         let token = try module.token(matching: uri)

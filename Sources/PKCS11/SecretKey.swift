@@ -45,35 +45,10 @@ public final class SecretKey: @unchecked Sendable {
             throw PKCS11Error(function: "key lookup",
                               reason: "the URI has type=\(type.rawValue), but a secret key is needed; use type=secret-key or leave type out")
         }
-        let module = try PKCS11Module.load(for: uri)
-        let token = try module.token(matching: uri)
-        let tokenInfo = try token.info()
-        try logIn(token, tokenInfo: tokenInfo, uri: uri, pin: pin, allowPrompt: allowPrompt)
+        // The same login rules as private keys: one place decides, counts and names PIN sources.
+        let (token, tokenInfo) = try PrivateKey.loggedInToken(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: nil)
         let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
         return try SecretKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
-    }
-
-    /// The same login rules as `PrivateKey`: the login behaviour decides, a PIN that failed is
-    /// never sent again, and the error names where the PIN came from.
-    private static func logIn(_ token: Token, tokenInfo: TokenInfo, uri: PKCS11URI, pin: PIN?, allowPrompt: Bool) throws(PKCS11Error) {
-        let behavior = PrivateKey.loginBehavior
-        let wantsLogin = behavior == .always || (behavior == .auto && tokenInfo.flags.contains(.loginRequired))
-        guard wantsLogin, !token.isLoggedIn else { return }
-        var chosen = pin
-        var origin = "the caller"
-        if chosen == nil {
-            let resolved = try PINResolver.resolve(for: uri, promptLabel: "token '\(tokenInfo.label)'", allowPrompt: allowPrompt)
-            if let warning = resolved?.warning { KeyBridgeLog.warning(warning) }
-            chosen = resolved?.pin
-            origin = resolved?.origin.rawValue ?? "nowhere"
-        }
-        do {
-            try token.login(pin: chosen, evenIfNotRequired: behavior == .always)
-        } catch where error.returnValue == .pinIncorrect {
-            var named = error
-            named.reason += " (the PIN came from \(origin))"
-            throw named
-        }
     }
 
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
