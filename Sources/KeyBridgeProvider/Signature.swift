@@ -282,8 +282,16 @@ private func signatureSign(_ context: UnsafeMutableRawPointer?, _ signature: Uns
 
 private func writeSignature(_ operation: SignatureContext, _ digestValue: [UInt8], _ message: [UInt8]?,
                             _ output: UnsafeMutablePointer<UInt8>, _ outputLength: UnsafeMutablePointer<Int>, _ outputSize: Int) -> Int32 {
+    writeSignature(output, outputLength, outputSize) { () throws(OpenSSLError) in
+        try operation.signOnToken(digestValue: digestValue, message: message)
+    }
+}
+
+/// Copies a token signature into OpenSSL's buffer, or reports why there is none.
+private func writeSignature(_ output: UnsafeMutablePointer<UInt8>, _ outputLength: UnsafeMutablePointer<Int>, _ outputSize: Int,
+                            _ produce: () throws(OpenSSLError) -> [UInt8]) -> Int32 {
     do {
-        let produced = try operation.signOnToken(digestValue: digestValue, message: message)
+        let produced = try produce()
         guard produced.count <= outputSize else {
             raiseProviderError("signature buffer of \(outputSize) bytes is too small for \(produced.count)")
             return 0
@@ -523,19 +531,9 @@ private func edDSASign(_ context: UnsafeMutableRawPointer?, _ signature: UnsafeM
         signatureLength.pointee = 64
         return 1
     }
-    do {
-        let message = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
-        let produced = try operation.signEdDSA(message)
-        guard produced.count <= signatureSize else {
-            raiseProviderError("signature buffer of \(signatureSize) bytes is too small for \(produced.count)")
-            return 0
-        }
-        produced.withUnsafeBufferPointer { signature.update(from: $0.baseAddress!, count: produced.count) }
-        signatureLength.pointee = produced.count
-        return 1
-    } catch {
-        raiseProviderError(error.description)
-        return 0
+    let message = input.map { Array(UnsafeBufferPointer(start: $0, count: inputLength)) } ?? []
+    return writeSignature(signature, signatureLength, signatureSize) { () throws(OpenSSLError) in
+        try operation.signEdDSA(message)
     }
 }
 
