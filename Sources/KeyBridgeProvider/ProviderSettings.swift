@@ -55,7 +55,12 @@ enum ProviderSettings {
 
     static func apply(modulePath: String?, tokenPIN: String?, loginBehavior: String?, cacheKeys: String?) {
         if let modulePath, !modulePath.isEmpty { PKCS11Module.configuredModulePath = modulePath }
-        if let tokenPIN, !tokenPIN.isEmpty { lock.withLock { tokenPINSource = tokenPIN } }
+        if let tokenPIN, !tokenPIN.isEmpty {
+            lock.withLock { tokenPINSource = tokenPIN }
+            if !(tokenPIN.hasPrefix("file:") || tokenPIN.hasPrefix("/")) {
+                KeyBridgeLog.warning("\(tokenPINKey) holds the PIN itself, readable by anyone who can read the OpenSSL configuration; write file:/path/to/pin instead")
+            }
+        }
         if let loginBehavior {
             if let behavior = PrivateKey.LoginBehavior(rawValue: loginBehavior.lowercased()) {
                 PrivateKey.loginBehavior = behavior
