@@ -177,37 +177,8 @@ public struct HTTPMessageMACVerifier: Sendable {
     /// Verifies the MAC on `request` as of `now`; throws naming the first check that failed.
     @discardableResult
     public func verify(_ request: HTTPRequestParts, now: Date = Date()) throws(HTTPMessageSignatureError) -> VerifiedHTTPMessageSignature {
-        let inputs = try HTTPMessageVerifier.dictionary("Signature-Input", in: request)
-        let signatures = try HTTPMessageVerifier.dictionary("Signature", in: request)
-        let label = try chooseLabel(inputs)
-        guard let inputMember = inputs[label] else {
-            throw HTTPMessageSignatureError(.missingSignature, "Signature-Input has no signature labelled \(label) (it has: \(inputs.keys.joined(separator: ", ")))")
-        }
-        guard let signatureMember = signatures[label] else {
-            throw HTTPMessageSignatureError(.missingSignature, "Signature has no value for the label \(label) that Signature-Input names")
-        }
-        guard case let .innerList(items, parameterList) = inputMember else {
-            throw HTTPMessageSignatureError(.malformedField, "Signature-Input: \(label) must be an inner list of components, e.g. (\"@method\");created=…")
-        }
-        guard case let .item(signatureItem) = signatureMember, case let .byteSequence(mac) = signatureItem.bareItem else {
-            throw HTTPMessageSignatureError(.malformedField, "Signature: \(label) must be a byte sequence (:base64:)")
-        }
-        var components: [HTTPSignatureComponent] = []
-        for item in items {
-            components.append(try HTTPSignatureComponent(parsing: item))
-        }
-        let parameters = try HTTPMessageVerifier.readParameters(parameterList)
-        try checkParameters(parameters, now: now)
-        for required in requiredComponents where !components.contains(required) {
-            throw HTTPMessageSignatureError(.componentNotCovered, "the signature does not cover \(required), which this verifier requires")
-        }
-        if checksContentDigest, !components.contains(.field("content-digest")) {
-            throw HTTPMessageSignatureError(.componentNotCovered, "the signature does not cover content-digest, so it does not protect the body")
-        }
-
-        // As in HTTPMessageVerifier: the parameters as received, so unknown ones stay covered.
-        let signatureParameters = StructuredFieldSerializer.serializeInnerList(items, parameters: parameterList)
-        let base = try SignatureBase.make(request: request, components: components, signatureParameters: signatureParameters)
+        let received = try policy.read(request, now: now)
+        let (label, mac, base) = (received.label, received.signature, received.base)
         let expected: [UInt8]
         do {
             expected = try key.authenticationCode(for: Array(base.utf8))
@@ -219,61 +190,13 @@ public struct HTTPMessageMACVerifier: Sendable {
                                             "the \(algorithm) MAC \(label) does not match: the request differs from what was signed, or another secret signed it")
         }
 
-        var checkedDigests: [ContentDigest.Algorithm] = []
-        if checksContentDigest {
-            guard let digest = HTTPMessageVerifier.combinedField(ContentDigest.headerName, in: request) else {
-                throw HTTPMessageSignatureError(.missingContentDigest, "the request has no Content-Digest header to check the body against")
-            }
-            checkedDigests = try ContentDigest.verify(digest, body: request.body)
-        }
-        return VerifiedHTTPMessageSignature(label: label, components: components, parameters: parameters,
-                                            signatureBase: base, checkedDigests: checkedDigests)
+        return try policy.result(received, request: request)
     }
 
-    private func chooseLabel(_ inputs: StructuredFieldDictionary) throws(HTTPMessageSignatureError) -> String {
-        if let label { return label }
-        switch inputs.keys.count {
-        case 0: throw HTTPMessageSignatureError(.missingSignature, "Signature-Input holds no signature")
-        case 1: return inputs.keys[0]
-        default:
-            throw HTTPMessageSignatureError(.ambiguousSignature,
-                                            "the request carries several signatures (\(inputs.keys.joined(separator: ", "))); set the verifier's label to choose one")
-        }
-    }
-
-    private func checkParameters(_ parameters: HTTPSignatureParameters, now: Date) throws(HTTPMessageSignatureError) {
-        if let alg = parameters.algorithm, alg != algorithm.name {
-            throw HTTPMessageSignatureError(.algorithmMismatch, "the signature says alg=\"\(alg)\", but this verifier checks \(algorithm)")
-        }
-        if let expectedKeyID, parameters.keyID != expectedKeyID {
-            throw HTTPMessageSignatureError(.unexpectedParameterValue,
-                                            "keyid is \(parameters.keyID.map { "\"\($0)\"" } ?? "absent"), expected \"\(expectedKeyID)\"")
-        }
-        if let expectedTag, parameters.tag != expectedTag {
-            throw HTTPMessageSignatureError(.unexpectedParameterValue,
-                                            "tag is \(parameters.tag.map { "\"\($0)\"" } ?? "absent"), expected \"\(expectedTag)\"")
-        }
-        let nowSeconds = now.timeIntervalSince1970
-        if let created = parameters.created {
-            if Double(created) > nowSeconds + allowedClockSkew {
-                throw HTTPMessageSignatureError(.createdInFuture, "created=\(created) is in the future (now \(Int64(nowSeconds))); check the signer's clock")
-            }
-            if let maximumAge, nowSeconds - Double(created) > maximumAge {
-                throw HTTPMessageSignatureError(.tooOld, "created=\(created) is more than \(Int64(maximumAge)) s ago (now \(Int64(nowSeconds)))")
-            }
-        } else if requiresCreated {
-            throw HTTPMessageSignatureError(.invalidParameter, "the signature has no created parameter, which this verifier requires")
-        }
-        if let expires = parameters.expires {
-            if nowSeconds >= Double(expires) + allowedClockSkew {
-                throw HTTPMessageSignatureError(.expired, "the signature expired at \(expires) (now \(Int64(nowSeconds)))")
-            }
-            if let created = parameters.created, expires < created {
-                throw HTTPMessageSignatureError(.invalidParameter, "expires=\(expires) is before created=\(created)")
-            }
-        } else if requiresExpires {
-            throw HTTPMessageSignatureError(.invalidParameter, "the signature has no expires parameter, which this verifier requires")
-        }
+    private var policy: SignatureCheckPolicy {
+        SignatureCheckPolicy(algorithmName: algorithm.name, label: label, expectedKeyID: expectedKeyID, expectedTag: expectedTag,
+                             requiredComponents: requiredComponents, requiresCreated: requiresCreated, requiresExpires: requiresExpires,
+                             maximumAge: maximumAge, allowedClockSkew: allowedClockSkew, checksContentDigest: checksContentDigest)
     }
 }
 
