@@ -179,20 +179,9 @@ public struct HTTPMessageSigner: Sendable {
     ///   - nonce: a `nonce` value, e.g. from `HTTPMessageSigner.makeNonce()`.
     public func signature(for request: HTTPRequestParts, created: Date? = Date(),
                           nonce: String? = nil) throws(HTTPMessageSignatureError) -> HTTPMessageSignature {
-        if let nonce, !StructuredFieldSerializer.isValidString(nonce) {
-            throw HTTPMessageSignatureError(.invalidConfiguration, "the nonce may hold only printable ASCII")
-        }
-        let createdSeconds = created.map { Int64($0.timeIntervalSince1970.rounded(.down)) }
-        var parameters = HTTPSignatureParameters(created: createdSeconds, keyID: keyID,
-                                                 algorithm: includesAlgorithm ? algorithm.name : nil, nonce: nonce, tag: tag)
-        if let lifetime {
-            guard let createdSeconds else {
-                throw HTTPMessageSignatureError(.invalidConfiguration, "a lifetime needs a created time to count from")
-            }
-            parameters.expires = createdSeconds + Int64(lifetime.rounded(.up))
-        }
-        let signatureParameters = StructuredFieldSerializer.serializeInnerList(components.map(\.identifier), parameters: parameters.serialized)
-        let base = try SignatureBase.make(request: request, components: components, signatureParameters: signatureParameters)
+        let (signatureParameters, base) = try SignatureBase.forSigning(
+            request, components: components, keyID: keyID, algorithmName: includesAlgorithm ? algorithm.name : nil,
+            nonce: nonce, tag: tag, lifetime: lifetime, created: created)
         let signed: [UInt8]
         do {
             signed = try key.sign(Array(base.utf8), scheme: algorithm.scheme)
@@ -484,4 +473,26 @@ struct SignatureCheckPolicy {
         }
     }
 
+}
+
+extension SignatureBase {
+    /// What a signer signs: the `@signature-params` value from its settings, and the base.
+    static func forSigning(_ request: HTTPRequestParts, components: [HTTPSignatureComponent], keyID: String?, algorithmName: String?,
+                           nonce: String?, tag: String?, lifetime: TimeInterval?,
+                           created: Date?) throws(HTTPMessageSignatureError) -> (parameters: String, base: String) {
+        if let nonce, !StructuredFieldSerializer.isValidString(nonce) {
+            throw HTTPMessageSignatureError(.invalidConfiguration, "the nonce may hold only printable ASCII")
+        }
+        let createdSeconds = created.map { Int64($0.timeIntervalSince1970.rounded(.down)) }
+        var parameters = HTTPSignatureParameters(created: createdSeconds, keyID: keyID, algorithm: algorithmName, nonce: nonce, tag: tag)
+        if let lifetime {
+            guard let createdSeconds else {
+                throw HTTPMessageSignatureError(.invalidConfiguration, "a lifetime needs a created time to count from")
+            }
+            parameters.expires = createdSeconds + Int64(lifetime.rounded(.up))
+        }
+        let signatureParameters = StructuredFieldSerializer.serializeInnerList(components.map(\.identifier), parameters: parameters.serialized)
+        let base = try make(request: request, components: components, signatureParameters: signatureParameters)
+        return (signatureParameters, base)
+    }
 }
