@@ -44,6 +44,8 @@ enum Help {
                      (curl-style flags; see 'keybridge request --help')
       cert inspect   Show an eIDAS certificate (file or pkcs11: URI): organizationIdentifier, validity,
                      key, QC statements and PSD2 roles (see 'keybridge cert inspect --help')
+      serve          mTLS broker: forwards /{bank}/… with the token's QWAC and signs with its QSealC
+                     (keybridge serve --config broker.json; see 'keybridge serve --help')
       mock-bank      Local PSD2 bank sandbox behind nginx: checks QWAC, QSealC, digest and signature
       --version      Print the version
 

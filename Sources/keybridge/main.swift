@@ -11,6 +11,8 @@ case "request":
     status = RequestCommand.run(Array(arguments.dropFirst()))
 case "cert":
     status = CertCommand.run(Array(arguments.dropFirst()))
+case "serve":
+    status = ServeCommand.run(Array(arguments.dropFirst()))
 case "mock-bank":
     status = MockBankCommand.run(Array(arguments.dropFirst()))
 case "-h", "--help", "help", nil:

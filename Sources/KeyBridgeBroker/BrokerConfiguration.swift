@@ -1,0 +1,172 @@
+import Foundation
+
+/// `broker.json`: where the broker listens, the banks it forwards to and the callers allowed
+/// to use them. Holds no secret: keys are `pkcs11:` URIs (the PIN comes from their pin-source)
+/// and callers are known by the SHA-256 of their bearer token.
+public struct BrokerConfiguration: Sendable, Decodable {
+    /// One bank: the upstream, the mTLS identity and the request-signing profile.
+    public struct Bank: Sendable, Decodable {
+        /// The upstream base URL (https); the caller's path after `/{bank}` is appended to it.
+        public var upstream: String
+        /// PEM trust roots for the upstream; the system's when absent.
+        public var caFile: String?
+        /// The `pkcs11:` URI of the mTLS (QWAC) key.
+        public var key: String
+        /// The QWAC chain: a PEM file or a `pkcs11:` URI.
+        public var cert: String
+        public var signing: Signing?
+        /// The limit for one upstream attempt, connection included (default 30).
+        public var timeoutSeconds: Int?
+        /// Extra attempts after a connection failure, for idempotent methods only (default 0).
+        public var retries: Int?
+    }
+
+    /// How the broker signs each request to a bank.
+    public struct Signing: Sendable, Decodable {
+        public enum Profile: String, Sendable, Decodable {
+            case berlinGroup = "berlin-group", rfc9421, jws
+        }
+
+        public var profile: Profile
+        /// The `pkcs11:` URI of the signing (QSealC) key.
+        public var key: String
+        /// The QSealC: a PEM file or a `pkcs11:` URI (needed for berlin-group).
+        public var cert: String?
+        /// The profile's settings, as `keybridge request --sign-options` takes them, inline.
+        public var options: JSONValue?
+    }
+
+    public struct Caller: Sendable, Decodable {
+        public var name: String
+        /// Lower-case or upper-case hex of the SHA-256 of the bearer token.
+        public var tokenSHA256: String
+        /// The banks this caller may use.
+        public var banks: [String]
+    }
+
+    /// "127.0.0.1:8080" or "[::1]:8080".
+    public var listen: String
+    public var banks: [String: Bank]
+    public var callers: [Caller]
+    /// The largest request body accepted (default 1 MiB).
+    public var maxBodyBytes: Int?
+
+    public var bodyLimit: Int { maxBodyBytes ?? 1 << 20 }
+
+    /// Reads and checks a configuration file.
+    public static func load(path: String) throws(BrokerError) -> BrokerConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw BrokerError("cannot read the broker configuration \(path)")
+        }
+        return try decode(data, source: path)
+    }
+
+    public static func decode(_ data: Data, source: String = "the configuration") throws(BrokerError) -> BrokerConfiguration {
+        let configuration: BrokerConfiguration
+        do {
+            configuration = try JSONDecoder().decode(BrokerConfiguration.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw BrokerError("\(source): missing \"\(key.stringValue)\" at \(path(context.codingPath))")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
+                let DecodingError.dataCorrupted(context) {
+            throw BrokerError("\(source): \(context.debugDescription) at \(path(context.codingPath))")
+        } catch {
+            throw BrokerError("\(source) is not valid JSON: \(error)")
+        }
+        try configuration.validate(source: source)
+        return configuration
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.isEmpty ? "the top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    /// The host and port of `listen`.
+    public func listenAddress() throws(BrokerError) -> (host: String, port: Int) {
+        let text = listen.trimmingCharacters(in: .whitespaces)
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
+            throw BrokerError("\"listen\" must be HOST:PORT such as 127.0.0.1:8080, not '\(listen.prefix(60))'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    func validate(source: String) throws(BrokerError) {
+        _ = try listenAddress()
+        guard !banks.isEmpty else { throw BrokerError("\(source): \"banks\" is empty; configure at least one bank") }
+        for (name, bank) in banks.sorted(by: { $0.key < $1.key }) {
+            guard !name.isEmpty, name.utf8.allSatisfy({ BrokerHTTP.isUnreservedPathByte($0) }) else {
+                throw BrokerError("\(source): the bank name '\(name.prefix(40))' must be letters, digits, '-', '_' or '.'")
+            }
+            guard let url = URLComponents(string: bank.upstream), url.scheme?.lowercased() == "https", url.host?.isEmpty == false,
+                  url.query == nil, url.fragment == nil else {
+                throw BrokerError("\(source): banks.\(name).upstream must be an https:// base URL with no query, not '\(bank.upstream.prefix(80))'")
+            }
+            guard bank.key.lowercased().hasPrefix("pkcs11:") else {
+                throw BrokerError("\(source): banks.\(name).key must be a pkcs11: URI; the broker keeps keys on the token")
+            }
+            if let timeout = bank.timeoutSeconds, timeout < 1 {
+                throw BrokerError("\(source): banks.\(name).timeoutSeconds must be 1 or more")
+            }
+            if let retries = bank.retries, !(0...5).contains(retries) {
+                throw BrokerError("\(source): banks.\(name).retries must be between 0 and 5")
+            }
+            if let signing = bank.signing {
+                guard signing.key.lowercased().hasPrefix("pkcs11:") else {
+                    throw BrokerError("\(source): banks.\(name).signing.key must be a pkcs11: URI")
+                }
+                if signing.profile == .berlinGroup, signing.cert == nil {
+                    throw BrokerError("\(source): banks.\(name).signing.cert is needed for berlin-group (the QSealC)")
+                }
+            }
+        }
+        for caller in callers {
+            guard BrokerAuthenticator.digest(fromHex: caller.tokenSHA256) != nil else {
+                throw BrokerError("\(source): caller '\(caller.name.prefix(40))' needs tokenSHA256 as 64 hex digits")
+            }
+            for bank in caller.banks where banks[bank] == nil {
+                throw BrokerError("\(source): caller '\(caller.name.prefix(40))' is allowed bank '\(bank.prefix(40))', which is not configured")
+            }
+        }
+        if let limit = maxBodyBytes, limit < 0 { throw BrokerError("\(source): maxBodyBytes must not be negative") }
+    }
+}
+
+/// Any JSON value, so inline `options` can be handed to a profile's own decoder.
+public enum JSONValue: Sendable, Decodable, Hashable {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    var foundation: Any {
+        switch self {
+        case .null: return NSNull()
+        case let .bool(value): return value
+        case let .number(value): return value == value.rounded() && abs(value) < 1e15 ? Int(value) as Any : value
+        case let .string(value): return value
+        case let .array(values): return values.map(\.foundation)
+        case let .object(members): return members.mapValues(\.foundation)
+        }
+    }
+
+    /// The value as JSON text.
+    public var data: Data {
+        (try? JSONSerialization.data(withJSONObject: foundation, options: [.fragmentsAllowed, .sortedKeys])) ?? Data("null".utf8)
+    }
+}
+
+/// A configuration or start-up failure; its text names no secret.
+public struct BrokerError: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

@@ -1,0 +1,343 @@
+import Foundation
+import Glibc
+import KeyBridgeBroker
+import KeyBridgeTestSupport
+import XCTest
+
+/// The broker in this process on a free loopback port, forwarding to the nginx test bank with
+/// the token's QWAC key and signing with its QSealC key; callers speak plain HTTP through curl.
+final class BrokerTests: XCTestCase {
+    static let aliceToken = "alice-secret-token-0123456789"
+    static let bobToken = "bob-secret-token-9876543210"
+
+    /// A socket that listens but never accepts nor answers: the upstream that times out.
+    final class SilentUpstream: Sendable {
+        let port: Int
+        let descriptor: Int32
+
+        init() throws {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            self.descriptor = descriptor
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                    bind(descriptor, socketAddress, length) == 0 && listen(descriptor, 16) == 0
+                        && getsockname(descriptor, socketAddress, &length) == 0
+                }
+            }
+            guard bound else { throw CommandError(message: "cannot bind the silent upstream") }
+            port = Int(UInt16(bigEndian: address.sin_port))
+        }
+    }
+
+    /// One broker for the whole test class.
+    final class Fixture: Sendable {
+        let server: BrokerServer
+        let silent: SilentUpstream
+        let bank: BankServer
+
+        static let shared: Fixture = {
+            do {
+                return try Fixture()
+            } catch {
+                fatalError("cannot start the broker: \(error)")
+            }
+        }()
+
+        private init() throws {
+            let token = TestToken.shared
+            bank = BankServer.shared
+            silent = try SilentUpstream()
+            // A CA of its own that signed nothing the bank uses: the untrusted upstream.
+            let folder = try Command.temporaryDirectory()
+            let made = try Command.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                        "-nodes", "-keyout", folder + "/other-ca-key.pem", "-out", folder + "/other-ca.pem",
+                                        "-subj", "/CN=Other CA", "-days", "2"])
+            guard made.status == 0 else { throw CommandError(message: "openssl req failed: \(made.standardError)") }
+            let upstream = bank.url("")
+            let identity: [String: Any] = [
+                "upstream": upstream, "caFile": token.pki("root-ca.pem"), "key": token.rsaURI, "cert": token.pki("client-rsa-chain.pem"),
+            ]
+            var signed = identity
+            signed["signing"] = ["profile": "berlin-group", "key": try token.keyURI("qseal-ec"), "cert": token.pki("qseal-ec.pem")]
+            var untrusted = identity
+            untrusted["caFile"] = folder + "/other-ca.pem"
+            var silentBank = identity
+            silentBank["upstream"] = "https://127.0.0.1:\(silent.port)"
+            silentBank["timeoutSeconds"] = 2
+            let object: [String: Any] = [
+                "listen": "127.0.0.1:0",
+                "maxBodyBytes": 4096,
+                "banks": ["acme": signed, "plain": identity, "untrusted": untrusted, "silent": silentBank],
+                "callers": [
+                    ["name": "alice", "tokenSHA256": Broker.tokenSHA256(BrokerTests.aliceToken), "banks": ["acme", "plain", "untrusted", "silent"]],
+                    ["name": "bob", "tokenSHA256": Broker.tokenSHA256(BrokerTests.bobToken), "banks": ["plain"]],
+                ],
+            ]
+            let configuration = try BrokerConfiguration.decode(JSONSerialization.data(withJSONObject: object))
+            let broker = try Broker(configuration: configuration)
+            server = try BrokerServer(broker: broker, host: "127.0.0.1", port: 0)
+        }
+    }
+
+    struct Reply {
+        var status: Int
+        var headers: String
+        var body: String
+        var json: [String: Any]? {
+            (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+        }
+    }
+
+    private var base: String { "http://127.0.0.1:\(Fixture.shared.server.port)" }
+
+    /// One request through the broker with curl.
+    private func send(_ path: String, method: String = "GET", token: String? = aliceToken, headers: [String] = [],
+                      body: Data? = nil, extra: [String] = []) throws -> Reply {
+        var arguments = ["curl", "-sS", "-i", "--max-time", "20", "-X", method] + extra
+        if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+        for header in headers { arguments += ["-H", header] }
+        if body != nil { arguments += ["--data-binary", "@-"] }
+        arguments.append(base + path)
+        let result = try Command.run(arguments, input: body)
+        XCTAssertEqual(result.status, 0, result.standardError)
+        return try parse(result.standardOutput)
+    }
+
+    private func parse(_ output: String) throws -> Reply {
+        guard let split = output.range(of: "\r\n\r\n") else { throw CommandError(message: "no header end in: \(output)") }
+        let head = String(output[..<split.lowerBound])
+        let statusLine = head.split(separator: "\r\n").first ?? ""
+        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return Reply(status: status, headers: head, body: String(output[split.upperBound...]))
+    }
+
+    /// Raw bytes to the broker, for requests curl would not send.
+    private func sendRaw(_ text: String) throws -> Reply {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(Fixture.shared.server.port)).bigEndian
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(connected, 0)
+        let bytes = Array(text.utf8)
+        XCTAssertEqual(bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }, bytes.count)
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return try parse(String(decoding: received, as: UTF8.self))
+    }
+
+    private func assertError(_ reply: Reply, _ status: Int, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(reply.status, status, reply.body, file: file, line: line)
+        XCTAssertEqual(reply.json?["error"] as? String, code, reply.body, file: file, line: line)
+        XCTAssertNotNil(reply.json?["cause"] as? String, file: file, line: line)
+        XCTAssertFalse(reply.body.contains(BrokerTests.aliceToken) || reply.body.contains(BrokerTests.bobToken), file: file, line: line)
+        XCTAssertFalse(reply.body.contains(TestToken.shared.userPIN.trimmingCharacters(in: .whitespacesAndNewlines)) && !TestToken.shared.userPIN.isEmpty,
+                       file: file, line: line)
+    }
+
+    // MARK: - Forwarding
+
+    func testAuthorizedGetIsForwardedWithTheTokenKey() throws {
+        let reply = try send("/plain/accounts?withBalance=true")
+        XCTAssertEqual(reply.status, 200, reply.body)
+        let json = try XCTUnwrap(reply.json, reply.body)
+        XCTAssertEqual(json["verify"] as? String, "SUCCESS")
+        XCTAssertTrue((json["subject"] as? String ?? "").contains("KeyBridge"), reply.body)
+        XCTAssertEqual(json["uri"] as? String, "/accounts?withBalance=true")
+        XCTAssertEqual(json["method"] as? String, "GET")
+        // Bob may use "plain" too.
+        XCTAssertEqual(try send("/plain/accounts", token: BrokerTests.bobToken).status, 200)
+    }
+
+    func testSignedPostCarriesBerlinGroupHeaders() throws {
+        let body = Data(#"{"instructedAmount":{"currency":"EUR","amount":"12.34"}}"#.utf8)
+        let reply = try send("/acme/echo", method: "POST", headers: ["Content-Type: application/json", "PSU-ID: alice"], body: body)
+        XCTAssertEqual(reply.status, 200, reply.body)
+        XCTAssertTrue(reply.body.contains("Digest: SHA-256="), reply.body)
+        XCTAssertTrue(reply.body.contains("TPP-Signature-Certificate: "), reply.body)
+        XCTAssertTrue(reply.body.contains("Signature: keyId=\"SN="), reply.body)
+        XCTAssertTrue(reply.body.contains("X-Request-ID: "), reply.body)
+        XCTAssertTrue(reply.body.contains("psu-id"), "PSU-ID is signed when present: \(reply.body)")
+        XCTAssertTrue(reply.body.hasSuffix(String(decoding: body, as: UTF8.self)), reply.body)
+        XCTAssertFalse(reply.body.lowercased().contains("authorization:"), "the bearer token must not reach the bank")
+        XCTAssertFalse(reply.body.contains(BrokerTests.aliceToken))
+    }
+
+    func testCallerSignatureHeadersAreReplaced() throws {
+        let reply = try send("/acme/echo", method: "POST",
+                             headers: ["Signature: keyId=\"forged\",signature=\"AAAA\"", "Digest: SHA-256=forged", "x-jws-signature: forged"],
+                             body: Data("{}".utf8))
+        XCTAssertEqual(reply.status, 200, reply.body)
+        XCTAssertFalse(reply.body.contains("forged"), reply.body)
+        let signatureLines = reply.body.split(whereSeparator: \.isNewline).filter { $0.lowercased().hasPrefix("signature:") }
+        XCTAssertEqual(signatureLines.count, 1, "exactly one Signature: \(reply.body)")
+        XCTAssertEqual(reply.body.split(whereSeparator: \.isNewline).filter { $0.lowercased().hasPrefix("digest:") }.count, 1)
+        XCTAssertTrue(reply.body.contains("Signature: keyId=\"SN="), reply.body)
+    }
+
+    func testHopByHopHeadersAreNotForwarded() throws {
+        let reply = try send("/plain/echo", method: "POST", headers: ["Proxy-Authorization: Basic c2VjcmV0", "X-Kept: yes", "Upgrade: h2c"],
+                             body: Data("x".utf8))
+        XCTAssertEqual(reply.status, 200, reply.body)
+        XCTAssertTrue(reply.body.contains("X-Kept: yes"), reply.body)
+        XCTAssertFalse(reply.body.contains("Proxy-Authorization"), reply.body)
+        XCTAssertFalse(reply.body.contains("Upgrade:"), reply.body)
+    }
+
+    // MARK: - Refusals
+
+    func testMissingOrWrongTokenIs401() throws {
+        assertError(try send("/plain/accounts", token: nil), 401, "unauthorized")
+        assertError(try send("/plain/accounts", token: "not-a-known-token"), 401, "unauthorized")
+        assertError(try send("/plain/accounts", token: nil, headers: ["Authorization: Basic YWxpY2U6cHc="]), 401, "unauthorized")
+        // An unknown bank does not tell an unauthenticated caller anything either.
+        assertError(try send("/nosuchbank/accounts", token: nil), 401, "unauthorized")
+    }
+
+    func testUnknownBankIs404() throws {
+        assertError(try send("/nosuchbank/accounts"), 404, "unknown-bank")
+        assertError(try send("/"), 404, "unknown-bank")
+    }
+
+    func testCallerNotAllowedTheBankIs403() throws {
+        assertError(try send("/acme/accounts", token: BrokerTests.bobToken), 403, "bank-not-allowed")
+    }
+
+    func testBodyOverTheLimitIs413() throws {
+        assertError(try send("/plain/echo", method: "POST", body: Data(repeating: 0x41, count: 5000)), 413, "body-too-large")
+        // A chunked body that grows too large.
+        assertError(try send("/plain/echo", method: "POST", headers: ["Transfer-Encoding: chunked"], body: Data(repeating: 0x41, count: 5000)),
+                    413, "body-too-large")
+        XCTAssertEqual(try send("/plain/echo", method: "POST", body: Data(repeating: 0x41, count: 4000)).status, 200)
+    }
+
+    func testControlCharactersInHeadersAre400() throws {
+        assertError(try send("/plain/accounts", headers: ["X-Evil: a\u{01}b"]), 400, "bad-header")
+        // A bare CR inside a value, sent raw: refused, by the broker or by the HTTP parser.
+        let reply = try sendRaw("GET /plain/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(BrokerTests.aliceToken)\r\nX-Evil: a\rInjected: 1\r\nConnection: close\r\n\r\n")
+        XCTAssertEqual(reply.status, 400, reply.body)
+    }
+
+    func testAbsoluteFormAndConnectAre400() throws {
+        assertError(try send("/plain/accounts", extra: ["--request-target", "https://evil.example/steal"]), 400, "absolute-form-refused")
+        let connect = try sendRaw("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nAuthorization: Bearer \(BrokerTests.aliceToken)\r\nConnection: close\r\n\r\n")
+        XCTAssertEqual(connect.status, 400, connect.body)
+    }
+
+    func testDotSegmentsAre400() throws {
+        assertError(try send("/plain/%2e%2e/accounts", extra: ["--path-as-is"]), 400, "bad-path")
+        assertError(try send("/plain/a/../../accounts", extra: ["--path-as-is"]), 400, "bad-path")
+    }
+
+    // MARK: - Upstream failures
+
+    func testUntrustedUpstreamIs502() throws {
+        let reply = try send("/untrusted/accounts")
+        assertError(reply, 502, "upstream-tls")
+    }
+
+    func testSilentUpstreamIs504WithinTheTimeout() throws {
+        let started = Date()
+        let reply = try send("/silent/accounts")
+        let elapsed = Date().timeIntervalSince(started)
+        assertError(reply, 504, "upstream-timeout")
+        XCTAssertLessThan(elapsed, 6, "the bank's timeoutSeconds is 2")
+        // The other banks are not held up meanwhile: one connection thread per caller.
+        XCTAssertEqual(try send("/plain/accounts").status, 200)
+    }
+
+    // MARK: - Command line
+
+    /// `keybridge serve` as a subprocess: prints its port, forwards, and stops on SIGTERM.
+    func testServeCommandForwards() throws {
+        let token = TestToken.shared
+        let folder = try Command.temporaryDirectory()
+        let object: [String: Any] = [
+            "listen": "127.0.0.1:0",
+            "banks": ["bank": ["upstream": Fixture.shared.bank.url(""), "caFile": token.pki("root-ca.pem"), "key": token.ecURI,
+                               "cert": token.pki("client-ec-chain.pem")]],
+            "callers": [["name": "cli", "tokenSHA256": Broker.tokenSHA256("cli-token"), "banks": ["bank"]]],
+        ]
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: folder + "/broker.json"))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: KeyBridgeExecutable.path)
+        process.arguments = ["serve", "--config", folder + "/broker.json"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["SOFTHSM2_CONF"] = token.softHSMConfig
+        process.environment = environment
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        defer {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+        }
+        var portText = Data()
+        while !portText.contains(0x0A) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            portText.append(chunk)
+        }
+        let port = try XCTUnwrap(Int(String(decoding: portText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+                                 String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self))
+        let result = try Command.run(["curl", "-sS", "-H", "Authorization: Bearer cli-token", "http://127.0.0.1:\(port)/bank/accounts"])
+        XCTAssertTrue(result.standardOutput.contains(#""verify":"SUCCESS""#), result.combined)
+        let refused = try Command.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/bank/accounts"])
+        XCTAssertEqual(refused.standardOutput, "401")
+        process.terminate()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains(#""status":200"#), log)
+        XCTAssertFalse(log.contains("cli-token"), log)
+    }
+
+    func testServeCommandRefusesABrokenConfiguration() throws {
+        let folder = try Command.temporaryDirectory()
+        try Data(#"{"listen":"127.0.0.1:0","banks":{}}"#.utf8).write(to: URL(fileURLWithPath: folder + "/broker.json"))
+        let result = try KeyBridgeExecutable.run(["serve", "--config", folder + "/broker.json"])
+        XCTAssertEqual(result.status, 1, result.combined)
+        XCTAssertTrue(result.standardError.contains("callers"), result.standardError)
+        XCTAssertEqual(try KeyBridgeExecutable.run(["serve"]).status, 2)
+        let hashed = try KeyBridgeExecutable.run(["serve", "--hash-token"], input: Data("cli-token\n".utf8))
+        XCTAssertEqual(hashed.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), Broker.tokenSHA256("cli-token"))
+    }
+
+    // MARK: - Configuration
+
+    func testConfigurationErrorsNameTheField() {
+        func failure(_ json: String) -> String {
+            do {
+                _ = try BrokerConfiguration.decode(Data(json.utf8))
+                return "accepted"
+            } catch {
+                return error.reason
+            }
+        }
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{},"callers":[]}"#).contains("banks"))
+        let bank = #""b":{"upstream":"http://x","key":"pkcs11:object=k","cert":"c.pem"}"#
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bank)},"callers":[]}"#).contains("https"))
+        let good = #""b":{"upstream":"https://x","key":"pkcs11:object=k","cert":"c.pem"}"#
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"abc","banks":["b"]}]}"#).contains("64 hex"))
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"\#(String(repeating: "a", count: 64))","banks":["z"]}]}"#).contains("'z'"))
+        XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[]}"#), "accepted")
+    }
+}
