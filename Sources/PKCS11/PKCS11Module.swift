@@ -64,7 +64,17 @@ public final class PKCS11Module: @unchecked Sendable {
             throw PKCS11Error(function: "module-path",
                               reason: "the URI names no PKCS#11 module and SoftHSM is not installed; add ?module-path=/path/to/module.so to the URI or set KEYBRIDGE_PKCS11_MODULE")
         }
-        return try load(path: path)
+        do {
+            return try load(path: path)
+        } catch {
+            // The path came from the environment or configuration, not the URI: say so.
+            guard let variable = ProcessInfo.processInfo.environment["KEYBRIDGE_PKCS11_MODULE"], variable == path else { throw error }
+            var named = error
+            named.reason = named.reason.replacingOccurrences(of: "fix module-path in the URI", with: "fix KEYBRIDGE_PKCS11_MODULE")
+                .replacingOccurrences(of: "; fix module-path", with: "; fix KEYBRIDGE_PKCS11_MODULE")
+            if !named.reason.contains("KEYBRIDGE_PKCS11_MODULE") { named.reason += " (the module came from KEYBRIDGE_PKCS11_MODULE)" }
+            throw named
+        }
     }
 
     /// The module path p11-kit registers under `name` (`/usr/share/p11-kit/modules/NAME.module`).
