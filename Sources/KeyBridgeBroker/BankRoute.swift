@@ -15,7 +15,15 @@ final class BankRoute: @unchecked Sendable {
     let timeoutSeconds: Int
     let client: HTTPClient
     let signer: BrokerSigner?
-    private let signingLock = NSLock()
+    /// The mTLS key as an OpenSSL key, for the health test signature (the TLS layer has its own).
+    let mtlsKey: ProviderKey
+    let mtlsKeyURI: String
+    /// The certificates whose expiry `/healthz` reports: the mTLS leaf ("mtls") and the QSealC ("qsealc").
+    let certificates: [(role: String, certificate: EIDASCertificate)]
+    let signingLock = NSLock()
+    /// The last key test, guarded by `healthLock` (held across the test so two probes cannot both sign).
+    let healthLock = NSLock()
+    var lastKeyTest: BankKeyTest?
 
     init(name: String, bank: BrokerConfiguration.Bank) throws(BrokerError) {
         self.name = name
@@ -32,6 +40,41 @@ final class BankRoute: @unchecked Sendable {
         client.connectTimeout = timeoutSeconds
         client.totalTimeout = timeoutSeconds
         signer = try bank.signing.map { signing throws(BrokerError) in try BrokerSigner(bank: name, signing) }
+        mtlsKeyURI = bank.key
+        do {
+            mtlsKey = try ProviderKey(uri: bank.key)
+        } catch {
+            throw BrokerError("bank '\(name)': cannot open the mTLS key for health tests: \(error.reason)")
+        }
+        var certificates = [(role: "mtls", certificate: try BankRoute.leafCertificate(bank.cert, bank: name))]
+        if let der = signer?.certificateDER {
+            do {
+                certificates.append((role: "qsealc", certificate: try EIDASCertificate(der: der)))
+            } catch {
+                throw BrokerError("bank '\(name)': signing.cert is not a certificate: \(error.reason)")
+            }
+        }
+        self.certificates = certificates
+    }
+
+    /// The leaf of the mTLS chain (a PEM file or a `pkcs11:` URI), for its expiry date.
+    private static func leafCertificate(_ text: String, bank: String) throws(BrokerError) -> EIDASCertificate {
+        do {
+            if text.lowercased().hasPrefix("pkcs11:") {
+                guard let leaf = try TokenCertificates.chain(uri: text).first else {
+                    throw BrokerError("bank '\(bank)': the token holds no certificate for cert")
+                }
+                return try EIDASCertificate(der: leaf)
+            }
+            guard let contents = FileManager.default.contents(atPath: text) else {
+                throw BrokerError("bank '\(bank)': cannot read the mTLS certificate \(KeyReference.redactedPath(text))")
+            }
+            return try EIDASCertificate(contents: Array(contents))
+        } catch let error as BrokerError {
+            throw error
+        } catch {
+            throw BrokerError("bank '\(bank)': cannot read the mTLS certificate's expiry: \(error)")
+        }
     }
 
     /// The signature headers for the request as it will be sent.
@@ -68,12 +111,18 @@ struct BrokerSigner: @unchecked Sendable {
     }
 
     let kind: Kind
+    /// The signing key, also used for the health test signature (under the signing lock).
+    let key: ProviderKey
+    /// The QSealC as DER, when configured.
+    let certificateDER: [UInt8]?
     /// `TPP-Signature-Certificate` for rfc9421 and jws when a certificate is configured.
     let certificateHeader: [(name: String, value: String)]
 
     init(bank: String, _ signing: BrokerConfiguration.Signing) throws(BrokerError) {
         let key = try BrokerSigner.openKey(signing.key, bank: bank)
         let certificate = try signing.cert.map { text throws(BrokerError) in try BrokerSigner.certificateDER(text, bank: bank) }
+        self.key = key
+        certificateDER = certificate
         func options<Settings: Decodable>(_ type: Settings.Type) throws(BrokerError) -> Settings? {
             guard let data = signing.options?.data else { return nil }
             do {

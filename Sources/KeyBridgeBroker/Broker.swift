@@ -45,9 +45,13 @@ public struct BrokerResponse: Sendable {
 
 /// The mTLS broker: checks the caller, signs the request with the bank's token key and forwards
 /// it over the bank's mTLS client.
+///
+/// `GET /healthz` and `GET /metrics` are answered by the broker itself, before bank routing and
+/// without a bearer token (see `operationalRoutes`): bind the broker to a private address.
 public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
-    private let routes: [String: BankRoute]
+    let routes: [String: BankRoute]
+    let metrics: BrokerMetrics
     private let authenticator: BrokerAuthenticator
     private let log: @Sendable (String) -> Void
 
@@ -60,6 +64,7 @@ public final class Broker: Sendable {
             routes[name] = try BankRoute(name: name, bank: bank)
         }
         self.routes = routes
+        metrics = BrokerMetrics(banks: Array(routes.keys))
         authenticator = BrokerAuthenticator(configuration.callers)
         self.log = log
     }
@@ -69,10 +74,12 @@ public final class Broker: Sendable {
 
     /// Answers one request; never throws, every failure is a JSON error response.
     public func handle(_ request: BrokerRequest) -> BrokerResponse {
+        if let answer = operationalResponse(request) { return answer }
         let started = Date()
         var bankName = "-"
         var callerName = "-"
         let response = respond(request, bank: &bankName, caller: &callerName)
+        metrics.recordRequest(bank: bankName, status: response.status, seconds: Date().timeIntervalSince(started))
         let line: [String: Any] = [
             "method": String(request.method.prefix(16)), "bank": bankName, "caller": callerName, "status": response.status,
             "ms": Int(Date().timeIntervalSince(started) * 1000),
@@ -147,6 +154,12 @@ public final class Broker: Sendable {
         }
         let body: Data? = request.body.isEmpty && ["GET", "HEAD", "DELETE", "OPTIONS"].contains(method) ? nil : request.body
         do {
+            let signingStarted = ProcessInfo.processInfo.systemUptime
+            defer {
+                if route.signer != nil {
+                    metrics.recordSignature(bank: name, seconds: ProcessInfo.processInfo.systemUptime - signingStarted)
+                }
+            }
             headers += try route.signatureHeaders(HTTPRequestParts(method: method, url: parsedURL, headers: headers, body: request.body))
         } catch {
             return .failure(502, "signing-failed", "the broker could not sign the request for bank '\(name)': \(error.reason)")
@@ -158,6 +171,9 @@ public final class Broker: Sendable {
             attempts -= 1
             do {
                 let answer = try route.client.send(outgoing)
+                // A non-nil `tls` means this transfer made a new handshake; a client signature
+                // scheme means the mTLS key signed a CertificateVerify in it.
+                if let tls = answer.tls { metrics.recordHandshake(bank: name, signed: tls.clientSignatureScheme != nil) }
                 let passed = answer.headers.filter { !BrokerHTTP.responseDropped.contains($0.name.lowercased()) && !$0.name.lowercased().hasPrefix("proxy-") }
                 return BrokerResponse(status: answer.status, headers: passed, body: answer.body)
             } catch {

@@ -99,6 +99,9 @@ public struct BrokerConfiguration: Sendable, Decodable {
             guard !name.isEmpty, name.utf8.allSatisfy({ BrokerHTTP.isUnreservedPathByte($0) }) else {
                 throw BrokerError("\(source): the bank name '\(name.prefix(40))' must be letters, digits, '-', '_' or '.'")
             }
+            guard !Broker.operationalRoutes.contains(name.lowercased()) else {
+                throw BrokerError("\(source): the bank name '\(name)' is reserved: /\(name.lowercased()) is the broker's own route; rename the bank")
+            }
             guard let url = URLComponents(string: bank.upstream), url.scheme?.lowercased() == "https", url.host?.isEmpty == false,
                   url.query == nil, url.fragment == nil else {
                 throw BrokerError("\(source): banks.\(name).upstream must be an https:// base URL with no query, not '\(bank.upstream.prefix(80))'")

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import KeyBridgeBroker
+@testable import KeyBridgeBroker
 import KeyBridgeTestSupport
 import XCTest
 
@@ -37,6 +37,7 @@ final class BrokerTests: XCTestCase {
     /// One broker for the whole test class.
     final class Fixture: Sendable {
         let server: BrokerServer
+        let broker: Broker
         let silent: SilentUpstream
         let bank: BankServer
 
@@ -72,14 +73,14 @@ final class BrokerTests: XCTestCase {
             let object: [String: Any] = [
                 "listen": "127.0.0.1:0",
                 "maxBodyBytes": 4096,
-                "banks": ["acme": signed, "plain": identity, "untrusted": untrusted, "silent": silentBank],
+                "banks": ["acme": signed, "plain": identity, "untrusted": untrusted, "silent": silentBank, "metered": identity],
                 "callers": [
-                    ["name": "alice", "tokenSHA256": Broker.tokenSHA256(BrokerTests.aliceToken), "banks": ["acme", "plain", "untrusted", "silent"]],
+                    ["name": "alice", "tokenSHA256": Broker.tokenSHA256(BrokerTests.aliceToken), "banks": ["acme", "plain", "untrusted", "silent", "metered"]],
                     ["name": "bob", "tokenSHA256": Broker.tokenSHA256(BrokerTests.bobToken), "banks": ["plain"]],
                 ],
             ]
             let configuration = try BrokerConfiguration.decode(JSONSerialization.data(withJSONObject: object))
-            let broker = try Broker(configuration: configuration)
+            broker = try Broker(configuration: configuration)
             server = try BrokerServer(broker: broker, host: "127.0.0.1", port: 0)
         }
     }
@@ -321,6 +322,132 @@ final class BrokerTests: XCTestCase {
         XCTAssertEqual(hashed.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), Broker.tokenSHA256("cli-token"))
     }
 
+    // MARK: - Health and metrics
+
+    /// The value of each sample line of `/metrics`, keyed by `name{labels}`; fails on a line that
+    /// is neither a `# HELP`/`# TYPE` comment nor `name{labels} value`.
+    private func metrics(file: StaticString = #filePath, line: UInt = #line) throws -> [String: Double] {
+        let reply = try send("/metrics", token: nil)
+        XCTAssertEqual(reply.status, 200, reply.body, file: file, line: line)
+        XCTAssertTrue(reply.headers.lowercased().contains("content-type: text/plain; version=0.0.4"), reply.headers, file: file, line: line)
+        let sample = try NSRegularExpression(pattern: #"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")*\})? (\S+)$"#)
+        var values: [String: Double] = [:]
+        var typed: Set<String> = []
+        for text in reply.body.split(separator: "\n").map(String.init) {
+            if text.hasPrefix("# HELP ") { continue }
+            if text.hasPrefix("# TYPE ") {
+                let parts = text.split(separator: " ")
+                XCTAssertEqual(parts.count, 4, text, file: file, line: line)
+                XCTAssertTrue(["counter", "histogram", "gauge"].contains(String(parts.last ?? "")), text, file: file, line: line)
+                typed.insert(String(parts[2]))
+                continue
+            }
+            let range = NSRange(text.startIndex..., in: text)
+            guard let match = sample.firstMatch(in: text, range: range), let nameRange = Range(match.range(at: 1), in: text),
+                  let valueRange = Range(match.range(at: match.numberOfRanges - 1), in: text), let value = Double(text[valueRange]) else {
+                XCTFail("not a Prometheus sample line: \(text)", file: file, line: line)
+                continue
+            }
+            let name = String(text[nameRange])
+            let family = ["_bucket", "_sum", "_count"].reduce(name) { $0.hasSuffix($1) && !typed.contains($0) ? String($0.dropLast($1.count)) : $0 }
+            XCTAssertTrue(typed.contains(family), "no # TYPE before \(name)", file: file, line: line)
+            values[String(text[..<valueRange.lowerBound].dropLast())] = value
+        }
+        return values
+    }
+
+    func testMetricsAreValidPrometheusTextAndCount() throws {
+        let before = try metrics()
+        let key = #"keybridge_requests_total{bank="plain",status="200"}"#
+        let requestsBefore = before[key] ?? 0
+        XCTAssertEqual(try send("/plain/accounts").status, 200)
+        let after = try metrics()
+        XCTAssertEqual(after[key], requestsBefore + 1)
+        XCTAssertGreaterThan(after[#"keybridge_request_duration_seconds_count"#] ?? 0, before[#"keybridge_request_duration_seconds_count"#] ?? 0)
+        XCTAssertEqual(after[#"keybridge_request_duration_seconds_bucket{le="+Inf"}"#], after["keybridge_request_duration_seconds_count"])
+        XCTAssertNotNil(after[#"keybridge_request_duration_seconds_bucket{le="0.005"}"#])
+        XCTAssertNotNil(after[#"keybridge_request_duration_seconds_bucket{le="10"}"#])
+        // A refused request is counted too, under its status.
+        _ = try send("/plain/accounts", token: nil)
+        XCTAssertGreaterThanOrEqual(try metrics()[#"keybridge_requests_total{bank="-",status="401"}"#] ?? 0, 1)
+        // A signed request: one broker signature, timed.
+        let signaturesBefore = after[#"keybridge_hsm_signatures_total{bank="acme"}"#] ?? 0
+        let timedBefore = after["keybridge_hsm_signature_duration_seconds_count"] ?? 0
+        XCTAssertEqual(try send("/acme/echo", method: "POST", body: Data("{}".utf8)).status, 200)
+        let signed = try metrics()
+        XCTAssertGreaterThanOrEqual(signed[#"keybridge_hsm_signatures_total{bank="acme"}"#] ?? 0, signaturesBefore + 1)
+        XCTAssertGreaterThanOrEqual(signed["keybridge_hsm_signature_duration_seconds_count"] ?? 0, timedBefore + 1)
+    }
+
+    /// Two requests on the kept-alive connection of a bank no other test uses: one handshake.
+    func testHandshakesAreCountedOncePerConnection() throws {
+        let handshakes = #"keybridge_upstream_handshakes_total{bank="metered"}"#
+        let signatures = #"keybridge_hsm_signatures_total{bank="metered"}"#
+        let before = try metrics()
+        XCTAssertEqual(before[handshakes], 0)
+        XCTAssertEqual(try send("/metered/accounts").status, 200)
+        XCTAssertEqual(try send("/metered/accounts").status, 200)
+        let after = try metrics()
+        XCTAssertEqual(after[handshakes], 1, "two requests on one kept-alive connection")
+        // The handshake's CertificateVerify, and no request signing for an unsigned bank.
+        XCTAssertEqual((after[signatures] ?? 0) - (before[signatures] ?? 0), 1)
+        XCTAssertEqual(after[#"keybridge_requests_total{bank="metered",status="200"}"#], 2)
+    }
+
+    func testHealthzReportsEveryBankAndRateLimitsTheKeyTest() throws {
+        let first = try send("/healthz", token: nil)
+        XCTAssertEqual(first.status, 200, first.body)
+        let json = try XCTUnwrap(first.json, first.body)
+        XCTAssertEqual(json["status"] as? String, "ok")
+        XCTAssertEqual((json["failing"] as? [String])?.count, 0)
+        let banks = try XCTUnwrap(json["banks"] as? [String: Any])
+        XCTAssertEqual(Set(banks.keys), ["acme", "plain", "untrusted", "silent", "metered"])
+        let acme = try XCTUnwrap(banks["acme"] as? [String: Any])
+        XCTAssertEqual(acme["healthy"] as? Bool, true)
+        XCTAssertEqual((acme["token"] as? [String: Any])?["present"] as? Bool, true)
+        XCTAssertNotNil((acme["token"] as? [String: Any])?["label"] as? String)
+        XCTAssertEqual(acme["loggedIn"] as? Bool, true)
+        let key = try XCTUnwrap(acme["key"] as? [String: Any])
+        XCTAssertEqual(key["usable"] as? Bool, true, "\(key)")
+        XCTAssertNotNil(key["ageSeconds"] as? Double)
+        let certificates = try XCTUnwrap(acme["certificates"] as? [String: Any])
+        for role in ["mtls", "qsealc"] {
+            let certificate = try XCTUnwrap(certificates[role] as? [String: Any], "\(certificates)")
+            XCTAssertGreaterThan(certificate["daysUntilExpiry"] as? Int ?? -1, 0)
+            XCTAssertNotNil(certificate["notAfter"] as? String)
+        }
+        let plainCertificates = try XCTUnwrap((banks["plain"] as? [String: Any])?["certificates"] as? [String: Any])
+        XCTAssertEqual(Set(plainCertificates.keys), ["mtls"], "no QSealC for a bank that does not sign")
+
+        // Within 30 s: the cached result, older, and no new test signature.
+        let signatures = #"keybridge_hsm_signatures_total{bank="acme"}"#
+        let counted = try metrics()[signatures]
+        Thread.sleep(forTimeInterval: 0.2)
+        let second = try XCTUnwrap(try send("/healthz", token: nil).json)
+        let secondKey = try XCTUnwrap(((second["banks"] as? [String: Any])?["acme"] as? [String: Any])?["key"] as? [String: Any])
+        XCTAssertEqual(secondKey["cached"] as? Bool, true)
+        XCTAssertGreaterThanOrEqual(secondKey["ageSeconds"] as? Double ?? 0, 0.2)
+        XCTAssertEqual(try metrics()[signatures], counted, "a second /healthz within 30 s makes no test signature")
+        // Not a bank route: a POST is refused without touching any bank.
+        assertError(try send("/healthz", method: "POST", token: nil, body: Data()), 405, "method-not-allowed")
+    }
+
+    func testHealthzIs503ForAnExpiredCertificate() throws {
+        // Judged a day after the QSealC expires (the test certificates share their validity).
+        let broker = Fixture.shared.broker
+        let notAfter = try XCTUnwrap(broker.routes["acme"]?.certificates.map(\.certificate.notAfter).max())
+        let response = broker.health(at: notAfter.addingTimeInterval(86_400))
+        XCTAssertEqual(response.status, 503)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
+        XCTAssertEqual(json["status"] as? String, "failing")
+        let failing = try XCTUnwrap(json["failing"] as? [String])
+        XCTAssertTrue(failing.contains("acme: certificate-expired(qsealc)"), "\(failing)")
+        XCTAssertTrue(failing.contains("acme: certificate-expired(mtls)") || failing.contains("plain: certificate-expired(mtls)"), "\(failing)")
+        let acme = try XCTUnwrap((json["banks"] as? [String: Any])?["acme"] as? [String: Any])
+        XCTAssertEqual(acme["healthy"] as? Bool, false)
+        XCTAssertLessThan(((acme["certificates"] as? [String: Any])?["qsealc"] as? [String: Any])?["daysUntilExpiry"] as? Int ?? 0, 0)
+    }
+
     // MARK: - Configuration
 
     func testConfigurationErrorsNameTheField() {
@@ -339,5 +466,10 @@ final class BrokerTests: XCTestCase {
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"abc","banks":["b"]}]}"#).contains("64 hex"))
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"\#(String(repeating: "a", count: 64))","banks":["z"]}]}"#).contains("'z'"))
         XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[]}"#), "accepted")
+        for reserved in ["healthz", "metrics"] {
+            let named = good.replacingOccurrences(of: #""b":"#, with: "\"\(reserved)\":")
+            let reason = failure(#"{"listen":"127.0.0.1:1","banks":{\#(named)},"callers":[]}"#)
+            XCTAssertTrue(reason.contains("'\(reserved)'") && reason.contains("reserved"), reason)
+        }
     }
 }
