@@ -1,69 +1,38 @@
 internal import CKeyBridgeShims
 internal import CMicroHTTPD
 import Foundation
+import MicroHTTPListener
 
 /// The broker's HTTP/1.1 listener on libmicrohttpd, one thread per connection so that a slow
 /// bank holds up only its own callers.
 public final class BrokerServer: @unchecked Sendable {
-    // Owns one MHD_Daemon and the context its callbacks read (retained for the daemon's life).
-    // `stop()` is the only mutation and runs once under `lock`.
-    private let daemon: OpaquePointer
+    // The daemon and the context its callbacks read (retained until the daemon has stopped);
+    // both are immutable here.
+    private let daemon: MicroHTTPDaemon
     private let context: Unmanaged<BrokerServerContext>
-    private let lock = NSLock()
-    private var stopped = false
 
     public let host: String
     /// The port listened on (the one the system chose when 0 was asked for).
     public let port: Int
 
     public init(broker: Broker, host: String, port: Int) throws(BrokerError) {
-        guard (0...65_535).contains(port) else { throw BrokerError("the port \(port) is not between 0 and 65535") }
-        let address = host == "localhost" ? "127.0.0.1" : host
-        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_THREAD_PER_CONNECTION.rawValue
-        var ipv4 = sockaddr_in()
-        var ipv6 = sockaddr_in6()
-        let isIPv4 = inet_pton(AF_INET, address, &ipv4.sin_addr) == 1
-        if isIPv4 {
-            ipv4.sin_family = sa_family_t(AF_INET)
-            ipv4.sin_port = in_port_t(port).bigEndian
-        } else if inet_pton(AF_INET6, address, &ipv6.sin6_addr) == 1 {
-            ipv6.sin6_family = sa_family_t(AF_INET6)
-            ipv6.sin6_port = in_port_t(port).bigEndian
-            flags |= MHD_USE_IPv6.rawValue
-        } else {
-            throw BrokerError("'\(host)' is not an IP address; listen on 127.0.0.1, ::1 or another address of this machine")
-        }
         let context = Unmanaged.passRetained(BrokerServerContext(broker: broker))
-        let started: OpaquePointer? = withUnsafeBytes(of: &ipv4) { ipv4Bytes in
-            withUnsafeBytes(of: &ipv6) { ipv6Bytes in
-                let bytes = isIPv4 ? ipv4Bytes : ipv6Bytes
-                return CKeyBridgeShims_MHD_start_daemon(
-                    flags, UInt16(port), brokerAccess, context.toOpaque(), brokerCompleted, nil, brokerStarted, nil,
-                    bytes.baseAddress?.assumingMemoryBound(to: sockaddr.self), 256 * 1024, 120)
-            }
-        }
-        guard let started else {
-            let cause = errno
+        do {
+            daemon = try MicroHTTPDaemon(host: host, port: port, threading: .perConnection, timeoutSeconds: 120,
+                                         context: context.toOpaque(), access: brokerAccess, completed: brokerCompleted,
+                                         uriLog: brokerStarted)
+        } catch {
             context.release()
-            let reason = cause == 0 ? "MHD_start_daemon failed" : "MHD_start_daemon: " + String(cString: strerror(cause))
-            throw BrokerError("cannot listen on \(host):\(port) (\(reason)); choose a free port, or 0 for any")
+            throw BrokerError(error.reason)
         }
-        daemon = started
         self.context = context
         self.host = host
-        let bound = Int(CKeyBridgeShims_MHD_get_daemon_info_bind_port(started))
-        self.port = bound == 0 ? port : bound
+        self.port = daemon.port
     }
 
     /// Stops listening and waits for the connection threads; later calls do nothing.
     public func stop() {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
-        }
-        guard first else { return }
-        MHD_stop_daemon(daemon)
-        context.release()
+        if daemon.stop() { context.release() }
     }
 
     deinit { stop() }

@@ -1,17 +1,15 @@
 internal import CKeyBridgeShims
 internal import CMicroHTTPD
 import Foundation
+import MicroHTTPListener
 
 /// The mock bank on plain HTTP/1.1 (libmicrohttpd), meant to sit behind nginx, which terminates
 /// mTLS and passes the client certificate on. Requests are handled on libmicrohttpd's own thread.
 public final class MockBankServer: @unchecked Sendable {
-    // Owns one MHD_Daemon and the context its callbacks read (retained for the daemon's life).
-    // `stop()` is the only mutation and runs once under `lock`; MHD's thread reads only the
-    // context, which is immutable and Sendable.
-    private let daemon: OpaquePointer
+    // The daemon and the context its callbacks read (retained until the daemon has stopped);
+    // both are immutable here, and the context is Sendable.
+    private let daemon: MicroHTTPDaemon
     private let context: Unmanaged<ServerContext>
-    private let lock = NSLock()
-    private var stopped = false
 
     /// The address listened on, as given.
     public let host: String
@@ -27,55 +25,23 @@ public final class MockBankServer: @unchecked Sendable {
     /// - Parameter log: called with one line per request, on the server's thread.
     public init(bank: MockBank, host: String = "127.0.0.1", port: Int = 0,
                 log: @escaping @Sendable (String) -> Void = MockBankServer.standardErrorLog) throws(MockBankError) {
-        guard (0...65_535).contains(port) else { throw MockBankError("the port \(port) is not between 0 and 65535") }
-        let address = host == "localhost" ? "127.0.0.1" : host
-        // No MHD_USE_ERROR_LOG: MHD would print its own line beside the caller's one-line error.
-        var flags = MHD_USE_AUTO_INTERNAL_THREAD.rawValue
-        var ipv4 = sockaddr_in()
-        var ipv6 = sockaddr_in6()
-        let isIPv4 = inet_pton(AF_INET, address, &ipv4.sin_addr) == 1
-        if isIPv4 {
-            ipv4.sin_family = sa_family_t(AF_INET)
-            ipv4.sin_port = in_port_t(port).bigEndian
-        } else if inet_pton(AF_INET6, address, &ipv6.sin6_addr) == 1 {
-            ipv6.sin6_family = sa_family_t(AF_INET6)
-            ipv6.sin6_port = in_port_t(port).bigEndian
-            flags |= MHD_USE_IPv6.rawValue
-        } else {
-            throw MockBankError("'\(host)' is not an IP address; listen on 127.0.0.1, ::1 or another address of this machine")
-        }
-
         let context = Unmanaged.passRetained(ServerContext(bank: bank, log: log))
-        let started: OpaquePointer? = withUnsafeBytes(of: &ipv4) { ipv4Bytes in
-            withUnsafeBytes(of: &ipv6) { ipv6Bytes in
-                let bytes = isIPv4 ? ipv4Bytes : ipv6Bytes
-                return CKeyBridgeShims_MHD_start_daemon(
-                    flags, UInt16(port), handleAccess, context.toOpaque(), requestCompleted, nil, requestStarted, nil,
-                    bytes.baseAddress?.assumingMemoryBound(to: sockaddr.self), 256 * 1024, 60)
-            }
-        }
-        guard let started else {
-            let cause = errno
+        do {
+            daemon = try MicroHTTPDaemon(host: host, port: port, threading: .single, timeoutSeconds: 60,
+                                         context: context.toOpaque(), access: handleAccess, completed: requestCompleted,
+                                         uriLog: requestStarted)
+        } catch {
             context.release()
-            let reason = cause == 0 ? "MHD_start_daemon failed" : "MHD_start_daemon: " + String(cString: strerror(cause))
-            throw MockBankError("cannot listen on \(host):\(port) (\(reason)); choose a free port, or 0 for any")
+            throw MockBankError(error.reason)
         }
-        daemon = started
         self.context = context
         self.host = host
-        let bound = Int(CKeyBridgeShims_MHD_get_daemon_info_bind_port(started))
-        self.port = bound == 0 ? port : bound
+        self.port = daemon.port
     }
 
     /// Stops listening and waits for the server's thread; later calls do nothing.
     public func stop() {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
-        }
-        guard first else { return }
-        MHD_stop_daemon(daemon)
-        context.release()
+        if daemon.stop() { context.release() }
     }
 
     deinit { stop() }
