@@ -356,3 +356,37 @@ extension BrokerTests {
         XCTAssertEqual(BrokerResponse.upstreamFailure(KeyBridgeError(.timeout, "no answer"), bank: "acme").status, 504)
     }
 }
+
+extension BrokerTests {
+    /// examples/node-lambda: the handler calls the broker with fetch; runs only where node is.
+    func testNodeLambdaExampleCallsTheBroker() throws {
+        let found = try Command.run(["sh", "-c", "command -v node"])
+        let node = found.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard found.status == 0, !node.isEmpty else { throw XCTSkip("node is not on PATH") }
+        let script = TestToken.repositoryRoot + "/examples/node-lambda/invoke-local.mjs"
+        let id = "node-" + UUID().uuidString
+        let event: [String: Any] = [
+            "bank": "sandbox", "path": "/v1/payments/sepa-credit-transfers", "method": "POST", "requestId": id,
+            "headers": ["PSU-ID": "lambda"], "body": ["instructedAmount": ["currency": "EUR", "amount": "7.00"]],
+        ]
+        let eventText = String(decoding: try JSONSerialization.data(withJSONObject: event), as: UTF8.self)
+        var environment = ProcessInfo.processInfo.environment
+        environment["KEYBRIDGE_BROKER_URL"] = base
+        environment["KEYBRIDGE_BROKER_TOKEN"] = BrokerTests.aliceToken
+        let result = try Command.run([node, script, eventText], environment: environment)
+        XCTAssertEqual(result.status, 0, result.combined)
+        let answer = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any], result.combined)
+        XCTAssertEqual(answer["statusCode"] as? Int, 201, result.standardOutput)
+        XCTAssertEqual((answer["headers"] as? [String: String])?["x-request-id"], id)
+        let body = try XCTUnwrap((answer["body"] as? String).flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        XCTAssertEqual(body["result"] as? String, "accepted", result.standardOutput)
+        XCTAssertEqual(Fixture.shared.sandbox.requestLog().filter { $0["requestId"] as? String == id }.count, 1)
+
+        // Control: a token the broker does not know gets the broker's 401, and exit status 1.
+        environment["KEYBRIDGE_BROKER_TOKEN"] = "not-a-known-token"
+        let refused = try Command.run([node, script, eventText], environment: environment)
+        XCTAssertEqual(refused.status, 1, refused.combined)
+        XCTAssertTrue(refused.standardOutput.contains(#""statusCode":401"#), refused.standardOutput)
+        XCTAssertFalse(refused.standardOutput.contains("not-a-known-token"))
+    }
+}
