@@ -30,6 +30,8 @@ public struct BrokerResponse: Sendable {
     public var body: Data
     /// The stable error code of a broker failure (for the log line); nil for the bank's answers.
     var errorCode: String?
+    /// The `CKR_` code of a token outage (for the log line).
+    var tokenError: String?
 
     public init(status: Int, headers: [(name: String, value: String)] = [], body: Data = Data()) {
         self.status = status
@@ -113,17 +115,19 @@ public final class Broker: Sendable {
         /// "full", "resumed" or "reused" (a kept-alive connection).
         var connection: String?
         var upstreamStatus: Int?
-        var tokenError: String?
     }
 
     /// Answers one request; never throws, every failure is a JSON error response. The answer
     /// carries `X-Request-ID`: the caller's, or one the broker made.
-    public func handle(_ request: BrokerRequest) -> BrokerResponse {
-        if let answer = operationalResponse(request) { return answer }
+    ///
+    /// `bodyTooLarge` is for the server, which stops reading a body over `maxBodyBytes`: the
+    /// answer is then 413, logged like any other.
+    public func handle(_ request: BrokerRequest, bodyTooLarge: Bool = false) -> BrokerResponse {
+        if !bodyTooLarge, let answer = operationalResponse(request) { return answer }
         let started = ProcessInfo.processInfo.systemUptime
         let requestID = BrokerHTTP.requestID(request.header("X-Request-ID")) ?? UUID().uuidString.lowercased()
         var trace = Trace()
-        var response = respond(request, requestID: requestID, trace: &trace)
+        var response = bodyTooLarge ? payloadTooLarge() : respond(request, requestID: requestID, trace: &trace)
         let seconds = ProcessInfo.processInfo.systemUptime - started
         metrics.recordRequest(bank: trace.bank, status: response.status, seconds: seconds)
         response.headers.removeAll { $0.name.lowercased() == "x-request-id" }
@@ -140,7 +144,7 @@ public final class Broker: Sendable {
         if let version = trace.httpVersion { line["upstreamHttp"] = version }
         if let connection = trace.connection { line["upstreamConnection"] = connection }
         if let code = response.errorCode { line["error"] = code }
-        if let tokenError = trace.tokenError { line["tokenError"] = tokenError }
+        if let tokenError = response.tokenError { line["tokenError"] = tokenError }
         log(Broker.logLine(line))
         return response
     }
@@ -221,11 +225,7 @@ public final class Broker: Sendable {
             }
             headers += try route.signatureHeaders(HTTPRequestParts(method: method, url: parsedURL, headers: headers, body: request.body))
         } catch {
-            if let code = TokenOutage.cause(in: error.reason) {
-                trace.tokenError = code
-                return .tokenUnavailable(bank: name, code: code, detail: "the request could not be signed: \(error.reason)")
-            }
-            return .failure(502, "signing-failed", "the broker could not sign the request for bank '\(name)': \(error.reason)")
+            return .signingFailure(reason: error.reason, bank: name)
         }
 
         let outgoing = HTTPRequest(method: method, url: url, headers: headers, body: body)
@@ -248,13 +248,10 @@ public final class Broker: Sendable {
                 let passed = answer.headers.filter { !BrokerHTTP.responseDropped.contains($0.name.lowercased()) && !$0.name.lowercased().hasPrefix("proxy-") }
                 return BrokerResponse(status: answer.status, headers: passed, body: answer.body)
             } catch {
-                if let code = TokenOutage.cause(in: error.reason) {
-                    trace.tokenError = code
-                    return .tokenUnavailable(bank: name, code: code, detail: "the mTLS handshake could not be signed: \(error.reason)")
-                }
                 // Only a lost connection is tried again: the request may not have reached the bank
                 // at all, and for an idempotent method a second copy does no harm.
-                guard trace.attempts < maximumAttempts, error.kind == .transport, let retry = route.retry else {
+                guard trace.attempts < maximumAttempts, error.kind == .transport, TokenOutage.cause(in: error.reason) == nil,
+                      let retry = route.retry else {
                     return BrokerResponse.upstreamFailure(error, bank: name, attempts: trace.attempts)
                 }
                 metrics.recordRetry(bank: name)
@@ -281,7 +278,12 @@ enum TokenOutage {
 
 extension BrokerResponse {
     /// 504 for a timeout, 502 for everything else that kept the upstream from answering.
+    /// The answer when the upstream gave none: 503 for a token outage (the handshake could not
+    /// be signed), 504 for a timeout, 502 for everything else.
     static func upstreamFailure(_ error: KeyBridgeError, bank: String, attempts: Int = 1) -> BrokerResponse {
+        if let code = TokenOutage.cause(in: error.reason) {
+            return .tokenUnavailable(bank: bank, code: code, detail: "the mTLS handshake could not be signed: \(error.reason)")
+        }
         let tried = attempts > 1 ? " (\(attempts) attempts)" : ""
         switch error.kind {
         case .timeout:
@@ -304,6 +306,15 @@ extension BrokerResponse {
         var response = BrokerResponse.failure(503, "token_unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
                                               extra: ["pkcs11": code])
         response.headers.append(("Retry-After", "5"))
+        response.tokenError = code
         return response
+    }
+
+    /// The answer when the request could not be signed: 503 for a token outage, else 502.
+    static func signingFailure(reason: String, bank: String) -> BrokerResponse {
+        if let code = TokenOutage.cause(in: reason) {
+            return .tokenUnavailable(bank: bank, code: code, detail: "the request could not be signed: \(reason)")
+        }
+        return .failure(502, "signing-failed", "the broker could not sign the request for bank '\(bank)': \(reason)")
     }
 }

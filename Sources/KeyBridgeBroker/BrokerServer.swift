@@ -173,7 +173,8 @@ private func brokerAccess(_ context: UnsafeMutableRawPointer?, _ connection: Opa
         if let declared, declared > limit {
             // Answered before the body is read: MHD skips "100 Continue" and closes afterwards.
             pending.tooLarge = true
-            return brokerAnswer(broker.payloadTooLarge(), on: connection)
+            return brokerAnswer(broker.handle(BrokerRequest(method: pending.method, target: pending.target, headers: pending.headers),
+                                              bodyTooLarge: true), on: connection)
         }
         return .YES
     }
@@ -191,9 +192,8 @@ private func brokerAccess(_ context: UnsafeMutableRawPointer?, _ connection: Opa
         return .YES
     }
 
-    let response = pending.tooLarge
-        ? broker.payloadTooLarge()
-        : broker.handle(BrokerRequest(method: pending.method, target: pending.target, headers: pending.headers, body: pending.body))
+    let response = broker.handle(BrokerRequest(method: pending.method, target: pending.target, headers: pending.headers, body: pending.body),
+                                 bodyTooLarge: pending.tooLarge)
     return brokerAnswer(response, on: connection)
 }
 

@@ -270,6 +270,11 @@ final class BrokerTests: XCTestCase {
         assertError(try send("/plain/echo", method: "POST", headers: ["Transfer-Encoding: chunked"], body: Data(repeating: 0x41, count: 5000)),
                     413, "body-too-large")
         XCTAssertEqual(try send("/plain/echo", method: "POST", body: Data(repeating: 0x41, count: 4000)).status, 200)
+        // Answered before the body is read, and still logged with its request id.
+        let id = "too-large-" + UUID().uuidString
+        let refused = try send("/plain/echo", method: "POST", headers: ["X-Request-ID: \(id)"], body: Data(repeating: 0x41, count: 5000))
+        XCTAssertTrue(refused.headers.contains("X-Request-ID: \(id)"), refused.headers)
+        XCTAssertEqual(Fixture.shared.log.entries(requestID: id).first?["error"] as? String, "body-too-large")
     }
 
     func testControlCharactersInHeadersAre400() throws {
