@@ -515,6 +515,21 @@ final class BrokerTests: XCTestCase {
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"abc","banks":["b"]}]}"#).contains("64 hex"))
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"\#(String(repeating: "a", count: 64))","banks":["z"]}]}"#).contains("'z'"))
         XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[]}"#), "accepted")
+        // Retry policy, connection limits, Unix sockets.
+        func bankWith(_ extra: String) -> String { #""b":{"upstream":"https://x","key":"pkcs11:object=k","cert":"c.pem",\#(extra)}"# }
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":0}"#))},"callers":[]}"#).contains("retry.maxAttempts"))
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":2,"backoffMilliseconds":-1}"#))},"callers":[]}"#).contains("backoffMilliseconds"))
+        XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":3},"maxConnections":4,"http2":false"#))},"callers":[]}"#), "accepted")
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""maxConnections":0"#))},"callers":[]}"#).contains("maxConnections"))
+        XCTAssertTrue(failure(#"{"listen":"unix:relative.sock","banks":{\#(good)},"callers":[]}"#).contains("absolute path"))
+        XCTAssertTrue(failure(#"{"listen":"unix:/tmp/b.sock","socketMode":"0066","banks":{\#(good)},"callers":[]}"#).contains("socketMode"))
+        XCTAssertEqual(failure(#"{"listen":"unix:/tmp/b.sock","socketMode":"0600","banks":{\#(good)},"callers":[]}"#), "accepted")
+        XCTAssertEqual(try BrokerConfiguration.parseListen("unix:/run/kb.sock"), .unix(path: "/run/kb.sock", mode: 0o660))
+        XCTAssertEqual(try BrokerConfiguration.parseListen("[::1]:8080"), .tcp(host: "::1", port: 8080))
+        let retry = BrokerConfiguration.Retry(maxAttempts: 5, backoffMilliseconds: 100, maxBackoffMilliseconds: 300)
+        XCTAssertEqual((2...5).map { retry.delay(beforeAttempt: $0) }, [0.1, 0.2, 0.3, 0.3], "doubling, capped")
+        XCTAssertTrue(BrokerHTTP.isIdempotent("PUT") && BrokerHTTP.isIdempotent("delete"))
+        XCTAssertFalse(BrokerHTTP.isIdempotent("POST") || BrokerHTTP.isIdempotent("PATCH"))
         for reserved in ["healthz", "metrics"] {
             let named = good.replacingOccurrences(of: #""b":"#, with: "\"\(reserved)\":")
             let reason = failure(#"{"listen":"127.0.0.1:1","banks":{\#(named)},"callers":[]}"#)
