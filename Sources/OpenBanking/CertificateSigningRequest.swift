@@ -77,7 +77,7 @@ public struct PSD2CertificateRequest: Sendable {
         }
         guard !seen.isEmpty else { throw CertificateRequestError("no PSD2 role given; --eidas-role takes PSP_AS, PSP_PI, PSP_AI and/or PSP_IC, comma-separated") }
         guard Self.isNCAIdentifier(ncaID) else {
-            throw CertificateRequestError("the NCA id '\(ncaID)' is not of the form CC-NCA (two capital letters, a hyphen, the authority's code), e.g. DE-BAFIN")
+            throw CertificateRequestError(Self.ncaIdentifierAdvice(ncaID))
         }
         guard !ncaName.isEmpty, ncaName.utf8.count <= 256 else { throw CertificateRequestError("the NCA name must be 1 to 256 bytes long") }
         let existing = attributes.first { Self.isOrganizationIdentifier($0.name) }?.value
@@ -108,7 +108,13 @@ public struct PSD2CertificateRequest: Sendable {
         ["organizationidentifier", "2.5.4.97"].contains(name.lowercased())
     }
 
-    static func isNCAIdentifier(_ text: String) -> Bool {
+    /// The error text for an `nCAId` of the wrong form.
+    public static func ncaIdentifierAdvice(_ text: String) -> String {
+        "the NCA id '\(text.prefix(30))' is not of the form CC-NCA (two capital letters, a hyphen, the authority's code), e.g. DE-BAFIN"
+    }
+
+    /// Whether `text` has the form of an `nCAId`: two capital letters, a hyphen, the authority's code.
+    public static func isNCAIdentifier(_ text: String) -> Bool {
         let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         return parts.count == 2 && parts[0].count == 2 && parts[0].allSatisfy({ $0.isASCII && $0.isUppercase })
             && !parts[1].isEmpty && parts[1].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })

@@ -450,6 +450,7 @@ enum KeysCommand {
         if options.has("--qwac") && options.has("--qseal") { throw Failure.usage("give --qwac or --qseal, not both") }
         let kind: PSD2CertificateRequest.Kind = options.has("--qseal") ? .qseal : .qwac
         let ncaID = try options.required("--nca")
+        guard PSD2CertificateRequest.isNCAIdentifier(ncaID) else { throw Failure.usage(PSD2CertificateRequest.ncaIdentifierAdvice(ncaID)) }
         guard let ncaName = try options.value("--nca-name") ?? knownNCANames[ncaID] else {
             throw Failure.usage("no name is known for the NCA '\(ncaID.prefix(20))'; give its full name with --nca-name, e.g. --nca-name 'Federal Financial Supervisory Authority'")
         }
