@@ -49,6 +49,8 @@ enum Help {
       mock-bank      Local PSD2 bank sandbox behind nginx: checks QWAC, QSealC, digest and signature
       keys           Token keys: list, generate (never extractable), csr (PSD2 QWAC/QSealC request),
                      import-cert (store the issued chain beside the key); see 'keybridge keys --help'
+      doctor         Check module, token, PIN, key, mechanisms, certificate, chain, expiry, PSD2 roles
+                     and optionally a handshake with the bank; exit 0 fit, 1 warnings, 3 not fit
       --version      Print the version
 
     Keys are named by RFC 7512 URIs, for example:

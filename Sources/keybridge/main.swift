@@ -17,6 +17,8 @@ case "mock-bank":
     status = MockBankCommand.run(Array(arguments.dropFirst()))
 case "keys":
     status = KeysCommand.run(Array(arguments.dropFirst()))
+case "doctor":
+    status = DoctorCommand.run(Array(arguments.dropFirst()))
 case "-h", "--help", "help", nil:
     print(Help.overview)
     status = arguments.isEmpty ? 2 : 0
