@@ -26,7 +26,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl
 
-.PHONY: deps build setup demo test clean
+.PHONY: deps build setup demo test clean man
 
 deps:
 	@missing=(); \
@@ -101,3 +101,7 @@ test: deps build setup
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi
 	rm -rf $(STATE) .build
+
+# The man page, generated from the CLI's help texts (ManPageTests checks it is current).
+man: build
+	.build/debug/keybridge help --man > docs/keybridge.1
