@@ -197,7 +197,7 @@ enum KeysCommand {
         }
         let base = try tokenURI(try options.value("--token", "--token-uri"), module: try options.value("--module"))
         let (token, info) = try openToken(base)
-        let progress = Progress()
+        let progress = ProgressLine()
         let objects: [TokenObjectInfo]
         let mechanisms: [ObjectHandle: [UInt]]
         do {
@@ -422,7 +422,7 @@ enum KeysCommand {
         let started = Date()
         let pair: GeneratedKeyPair
         do {
-            pair = try Progress().whileRunning("generating a \(spec) key pair on token '\(info.label)'") { () throws(PKCS11Error) -> GeneratedKeyPair in
+            pair = try ProgressLine().whileRunning("generating a \(spec) key pair on token '\(info.label)'") { () throws(PKCS11Error) -> GeneratedKeyPair in
                 try token.generateKeyPair(spec, label: label, id: id)
             }
         } catch let error as PKCS11Error {

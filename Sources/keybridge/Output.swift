@@ -106,14 +106,14 @@ enum Help {
 
 /// Progress lines for long work, on standard error and only when it is a terminal: scripts and
 /// monitoring jobs that capture standard error see nothing extra.
-final class Progress: @unchecked Sendable {
+final class ProgressLine: @unchecked Sendable {
     // `lastLength` and `finished` are guarded by `lock`; the ticker thread and the caller share them.
     private let lock = NSLock()
     private var lastLength = 0
     private var finished = false
     let enabled: Bool
 
-    init(enabled: Bool = Progress.standardErrorIsTerminal) {
+    init(enabled: Bool = ProgressLine.standardErrorIsTerminal) {
         self.enabled = enabled
     }
 

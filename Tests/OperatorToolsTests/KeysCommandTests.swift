@@ -81,8 +81,9 @@ final class KeysCommandTests: XCTestCase {
         }
     }
 
-    /// Progress appears on a terminal (given by `script`) and never in captured standard error.
-    func testGenerateShowsProgressOnlyOnATerminal() throws {
+    /// Progress appears on a terminal (given by `script`) and never in captured standard error,
+    /// for key generation and for listing many objects.
+    func testGenerateAndListShowProgressOnlyOnATerminal() throws {
         try XCTSkipUnless(FileManager.default.fileExists(atPath: "/usr/bin/script"), "script (bsdutils) is not installed")
         let token = try FreshToken()
         let quiet = try token.keybridge(["keys", "generate", "--type", "rsa:2048", "--label", "quiet", "--id", "01", "--token", token.uri])
@@ -98,6 +99,17 @@ final class KeysCommandTests: XCTestCase {
         XCTAssertEqual(terminal.status, 0, terminal.combined)
         XCTAssertTrue(terminal.standardOutput.contains("generating a rsa:2048 key pair on token 'operator'"), terminal.standardOutput)
         XCTAssertTrue(terminal.standardOutput.contains("pkcs11:token=operator;object=loud"), terminal.standardOutput)
+
+        // Listing many objects (20 or more) shows a counter on a terminal, and nothing when captured.
+        for index in 3...10 { try token.generate("ec:P-256", label: "bulk\(index)", id: String(format: "%02x", index)) }
+        let listCommand = [KeyBridgeExecutable.path, "keys", "list", "--token", token.uri].map { "'" + $0 + "'" }.joined(separator: " ")
+        let listed = try Command.run(["/usr/bin/script", "-qec", listCommand, "/dev/null"], environment: environment)
+        XCTAssertEqual(listed.status, 0, listed.combined)
+        XCTAssertTrue(listed.standardOutput.contains("reading token objects: 20/20"), listed.standardOutput)
+        let captured = try token.keybridge(["keys", "list", "--token", token.uri])
+        XCTAssertEqual(captured.status, 0, captured.standardError)
+        XCTAssertEqual(captured.standardError, "")
+        XCTAssertTrue(captured.standardOutput.contains("10 private keys, 10 public keys"), captured.standardOutput)
     }
 
     // MARK: list
