@@ -210,10 +210,13 @@ public struct PSD2CertificateRequest: Sendable {
             throw Self.failure("X509_REQ_sign", "the token key could not sign the request; run 'keybridge doctor --key URI' to see why")
         }
         // An independent check with the public key alone: a wrong signature never leaves here.
-        guard let publicKey = Self.defaultProviderPublicKey(of: request), X509_REQ_verify(request, publicKey) == 1 else {
+        guard let publicKey = Self.defaultProviderPublicKey(of: request) else {
+            throw Self.failure("d2i_PUBKEY_ex", "cannot read the request's public key back")
+        }
+        defer { EVP_PKEY_free(publicKey) }
+        guard X509_REQ_verify(request, publicKey) == 1 else {
             throw Self.failure("X509_REQ_verify", "the request's signature made by the token does not verify with its public key")
         }
-        EVP_PKEY_free(publicKey)
         guard let bio = BIO_new(BIO_s_mem()) else { throw Self.failure("BIO_new", "out of memory") }
         defer { BIO_free(bio) }
         guard PEM_write_bio_X509_REQ(bio, request) == 1 else { throw Self.failure("PEM_write_bio_X509_REQ", "cannot write the request as PEM") }

@@ -307,11 +307,10 @@ final class Doctor {
         let title = "certificate matches key"
         guard options.keyURI != nil else { return record("match", title, .skipped, "not asked for (--key URI)") }
         if let blocker = blocker("key", "certificate") { return skip("match", title, waitingFor: blocker) }
-        guard let leaf = chain.first, let keyText = options.keyURI else { return }
+        guard let leaf = chain.first else { return }
         do {
             var keyURI = uri
             if keyURI.type == nil { keyURI.type = .privateKey }
-            _ = keyText
             let opened = try ProviderKey(uri: keyURI.formatted(includingPINValue: true))
             providerKey = opened
             switch KeyCertificateCheck.match(key: opened, certificateDER: leaf.der) {
