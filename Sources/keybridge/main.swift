@@ -15,6 +15,8 @@ case "serve":
     status = ServeCommand.run(Array(arguments.dropFirst()))
 case "mock-bank":
     status = MockBankCommand.run(Array(arguments.dropFirst()))
+case "bench":
+    status = BenchCommand.run(Array(arguments.dropFirst()))
 case "-h", "--help", "help", nil:
     print(Help.overview)
     status = arguments.isEmpty ? 2 : 0
