@@ -135,6 +135,16 @@ public enum Bench {
         }
     }
 
+    /// `keybridge bench --profile-signatures DIR CASE COLUMN COUNT`: one column of item 1 alone,
+    /// for `valgrind --tool=callgrind` or `perf record`. CASE is pkcs1, pss or ecdsa.
+    public static func profileSignatures(directory: String, caseName: String, column: String, count: Int) throws -> String {
+        setenv("SOFTHSM2_CONF", "\(directory)/softhsm2.conf", 1)
+        let cases: [String: SignatureCase] = ["pkcs1": .rsaPKCS1, "pss": .rsaPSS, "ecdsa": .ecdsa]
+        guard let signatureCase = cases[caseName] else { throw BenchError("CASE is pkcs1, pss or ecdsa, not '\(caseName)'") }
+        let keys = BenchKeys(directory: directory, modulePath: softHSM, moduleDescription: "SoftHSM")
+        return try SignatureBench(keys: keys, settings: .full).repeatSignatures(signatureCase, column: column, count: count)
+    }
+
     /// The child of `remote`: items 1 and 2 with the keys reached through p11-kit-client.so.
     public static func runRemotePart(directory: String, bankPort: Int, sServerPort: Int, output: String, quick: Bool) throws {
         setenv("SOFTHSM2_CONF", "\(directory)/softhsm2.conf", 1)

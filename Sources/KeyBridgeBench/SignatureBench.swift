@@ -226,6 +226,33 @@ struct SignatureBench {
         return (row, result)
     }
 
+    /// For profiling (`valgrind --tool=callgrind`): `count` signatures of one column only, after
+    /// one untimed signature that loads everything. Returns the mechanism used.
+    func repeatSignatures(_ signatureCase: SignatureCase, column: String, count: Int) throws -> String {
+        let kind = signatureCase.keyKind
+        let provider = EVPSigner(identity: try keys.identity(kind, .token), pss: signatureCase.usesPSS, message: message)
+        ProviderDiagnostics.clearLastMechanism()
+        try provider.sign()
+        let mechanismName = ProviderDiagnostics.lastMechanism
+        let body: () throws -> Void
+        switch column {
+        case "provider":
+            body = { try provider.sign() }
+        case "raw":
+            let mechanism = try RawSigner.mechanism(matching: mechanismName, for: signatureCase)
+            let raw = RawSigner(key: try PrivateKey.resolve(PKCS11URI(parsing: keys.uri(kind)), allowPrompt: false), mechanism: mechanism, message: message)
+            body = { try raw.sign() }
+        case "engine", "file":
+            let signer = EVPSigner(identity: try keys.identity(kind, column == "engine" ? .engine : .file), pss: signatureCase.usesPSS, message: message)
+            body = { try signer.sign() }
+        default:
+            throw BenchError("the column is provider, raw, engine or file, not '\(column)'")
+        }
+        try body()
+        for _ in 0..<count { try body() }
+        return mechanismName ?? "?"
+    }
+
     /// Item 3: the provider's rate with 1, 2 and 4 threads on one key, and the same for the key
     /// in memory as a control that shows how much CPU the machine really had to give.
     func scaling(id: String) -> BenchSection {

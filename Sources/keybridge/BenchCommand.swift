@@ -24,11 +24,15 @@ enum BenchCommand {
 
     Run it from the repository (it uses scripts/bench-setup and scripts/bank-nginx), as
     `make bench` does, with the packages of `make deps`.
+
+    For a profiler, after one run has made the bench token:
+      keybridge bench --profile-signatures STATE/bench pkcs1|pss|ecdsa provider|raw|engine|file COUNT
     """
 
     static func run(_ arguments: [String]) -> Int32 {
         if arguments.first == "--cold-start-probe" { return probe(Array(arguments.dropFirst())) }
         if arguments.first == "--remote-part" { return remotePart(Array(arguments.dropFirst())) }
+        if arguments.first == "--profile-signatures" { return profileSignatures(Array(arguments.dropFirst())) }
         let repository = FileManager.default.currentDirectoryPath
         var state = "\(repository)/.state"
         var directory: String?
@@ -114,6 +118,22 @@ enum BenchCommand {
             return 0
         } catch {
             Output.error("cold-start probe: \(error)")
+            return 1
+        }
+    }
+
+    /// `--profile-signatures DIR CASE COLUMN COUNT`: one column of item 1, for a profiler.
+    private static func profileSignatures(_ arguments: [String]) -> Int32 {
+        guard arguments.count == 4, let count = Int(arguments[3]) else {
+            Output.error("--profile-signatures takes DIR CASE(pkcs1|pss|ecdsa) COLUMN(provider|raw|engine|file) COUNT")
+            return 2
+        }
+        do {
+            let mechanism = try Bench.profileSignatures(directory: absolute(arguments[0]), caseName: arguments[1], column: arguments[2], count: count)
+            Output.raw("bench: \(count) \(arguments[1]) signatures, \(arguments[2]) column (\(mechanism))\n")
+            return 0
+        } catch {
+            Output.error("profile: \(error)")
             return 1
         }
     }
