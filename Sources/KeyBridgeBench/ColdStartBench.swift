@@ -65,9 +65,11 @@ struct ColdStartBench {
             let environment = ProcessInfo.processInfo.environment
             var curlEnvironment = environment
             curlEnvironment["OPENSSL_CONF"] = try keys.engineConfiguration()
-            let keybridge = [executable, "request", "-f", "-o", "/dev/null", "--cacert", keys.rootCA, "--cert", keys.chain(.rsa), "--key", keys.uri(.rsa), url]
+            // Both answers go to a pipe that the benchmark reads and drops. (Not `-o /dev/null`:
+            // `keybridge request -o` writes by atomic rename, which replaces /dev/null with a file.)
+            let keybridge = [executable, "request", "-f", "--cacert", keys.rootCA, "--cert", keys.chain(.rsa), "--key", keys.uri(.rsa), url]
             // libp11's engine gets the module and the PIN from the OpenSSL configuration file.
-            let curl = ["/usr/bin/curl", "-sS", "-f", "-o", "/dev/null", "--engine", "pkcs11", "--key-type", "ENG",
+            let curl = ["/usr/bin/curl", "-sS", "-f", "--engine", "pkcs11", "--key-type", "ENG",
                         "--key", uriWithoutQuery, "--cert", keys.chain(.rsa), "--cacert", keys.rootCA, url]
             for index in 0..<(settings.coldStartRuns + 1) {
                 for (name, command) in index % 2 == 0 ? [("keybridge", keybridge), ("curl", curl)] : [("curl", curl), ("keybridge", keybridge)] {
@@ -83,11 +85,15 @@ struct ColdStartBench {
                 }
                 var probeEnvironment = environment
                 probeEnvironment[ColdStartProbe.environmentVariable] = String(BenchClock.nanoseconds())
+                let probeStart = BenchClock.now()
                 let probe = try ChildProcess.run(executable, ["bench", "--cold-start-probe", keys.uri(.rsa), keys.chain(.rsa), keys.rootCA, url],
                                                  environment: probeEnvironment)
-                guard probe.status == 0, let object = try JSONSerialization.jsonObject(with: Data(probe.output.utf8)) as? [String: Double] else {
+                let probeWall = (BenchClock.now() - probeStart) * 1000
+                guard probe.status == 0, var object = try JSONSerialization.jsonObject(with: Data(probe.output.utf8)) as? [String: Double] else {
                     throw BenchError("the cold-start probe failed: \(probe.errorOutput.prefix(400))")
                 }
+                object["wall"] = probeWall
+                if let toMain = object["toMain"], let inProcess = object["inProcess"] { object["exit"] = probeWall - toMain - inProcess }
                 if index > 0 { probes.append(object) }
             }
         } catch {
@@ -102,7 +108,8 @@ struct ColdStartBench {
         for (name, label) in [("toMain", "probe: exec to main"), ("moduleLoad", "probe: dlopen + C_Initialize"),
                               ("tokenFind", "probe: slot and token lookup"), ("login", "probe: C_Login"), ("keyLookup", "probe: key lookup"),
                               ("identity", "probe: provider + certificate check + test signature"),
-                              ("request", "probe: connect + handshake + response")] {
+                              ("request", "probe: connect + handshake + response"),
+                              ("exit", "probe: after the response until the process is gone"), ("wall", "probe: whole process (wall)")] {
             let value = BenchStatistics.median(probes.compactMap { $0[name] })
             section.rows.append(BenchRow(label, [BenchFigure("ms", value),
                                                  BenchFigure("share of keybridge %", value.flatMap { v in keybridge.map { v / $0 * 100 } })]))

@@ -97,7 +97,7 @@ struct HandshakeBench {
     func run(id: String, title: String, signatureRates: [SignatureCase: SignatureBench.Rates]) -> BenchSection {
         var section = BenchSection(id: id, title: title)
         section.notes.append("Sequential full handshakes (no tickets, no resumption) from one thread, each followed by one GET on the connection; columns alternate per round, \(settings.handshakeRounds) rounds of \(settings.handshakeSeconds) s; median handshakes/s. The server runs on the same 2 cores. token: KeyBridge provider (\(keys.moduleDescription)); file: the same key from its PEM file; engine: libp11's engine on the token key. The client identity is loaded and installed as HTTPClient does it (BenchClientIdentity).")
-        section.notes.append("token sig/s: the token's raw C_Sign rate for the scheme the client signs with (PSS for RSA, also in TLS 1.2 where OpenSSL prefers rsa_pss_rsae), from item 1.")
+        section.notes.append("token sig/s: the token's raw C_Sign rate for the scheme the client signs with (PSS for RSA, also in TLS 1.2 where OpenSSL prefers rsa_pss_rsae), from item 1. token-bound: the token/file ratio that a provider adding no time at all would reach, 1 / (1 + (1/token sig/s − 1/file sig/s) × file/s), with the raw and file signature rates of item 1; token/file close to it means the gap is the token's own signing time.")
         for server in servers {
             for version in [TLSVersion.v1_3, .v1_2] {
                 for kind in KeyKind.allCases {
@@ -123,6 +123,13 @@ struct HandshakeBench {
                         let rates = try Timing.interleaved(rounds: settings.handshakeRounds, seconds: settings.handshakeSeconds, variants)
                         let signature = kind == .rsa ? signatureRates[.rsaPSS] : signatureRates[.ecdsa]
                         let isTarget = version == .v1_3 && kind == .rsa
+                        // The token/file ratio a provider with no overhead at all would reach: the
+                        // file-key handshake time plus the extra time the token takes per signature.
+                        var bound = Double.nan
+                        if let fileRate = BenchStatistics.median(rates["file"] ?? []), let tokenSign = signature?.raw, let fileSign = signature?.file {
+                            let fileTime = 1 / fileRate
+                            bound = fileTime / (fileTime + 1 / tokenSign - 1 / fileSign)
+                        }
                         section.rows.append(BenchRow(label, [
                             BenchFigure("token/s", BenchStatistics.median(rates["token"] ?? [])),
                             BenchFigure("file/s", BenchStatistics.median(rates["file"] ?? [])),
@@ -131,6 +138,7 @@ struct HandshakeBench {
                         ], ratios: [
                             BenchRatio("token/file", BenchStatistics.medianRatio(rates["token"] ?? [], rates["file"] ?? []) ?? .nan,
                                        target: isTarget ? 0.92 : nil),
+                            BenchRatio("token-bound", bound),
                             BenchRatio("token/engine", BenchStatistics.medianRatio(rates["token"] ?? [], rates["engine"] ?? []) ?? .nan),
                         ]))
                     } catch {
