@@ -45,8 +45,7 @@ public enum Bench {
         var report = BenchReport(started: formatter.string(from: Date()), machine: BenchMachine.describe())
         let directory = options.directory
         progress("making the bench token and keys in \(directory)")
-        let setup = try ChildProcess.run("\(options.repository)/scripts/bench-setup", [directory, options.state],
-                                         currentDirectory: options.repository)
+        let setup = try ChildProcess.run("\(options.repository)/scripts/bench-setup", [directory, options.state])
         guard setup.status == 0 else { throw BenchError("scripts/bench-setup failed: \(setup.errorOutput)") }
         // Before anything loads SoftHSM: it reads its configuration in C_Initialize.
         setenv("SOFTHSM2_CONF", "\(directory)/softhsm2.conf", 1)
