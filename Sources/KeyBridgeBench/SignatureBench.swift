@@ -257,24 +257,35 @@ struct SignatureBench {
     /// in memory as a control that shows how much CPU the machine really had to give.
     func scaling(id: String) -> BenchSection {
         var section = BenchSection(id: id, title: "Scaling: RSA-2048 PSS signatures/s by thread count")
-        section.notes.append("Threads share one key and KeyBridge's session pool; each thread count runs \(settings.scalingSeconds) s, \(settings.scalingRounds) rounds, median. The PEM-file key in memory is the control: its 1→2 ratio is what the machine's free CPU allows. Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, load average at the start \(BenchMachine.loadAverage()).")
+        section.notes.append("Threads share one key and KeyBridge's session pool; each thread count runs \(settings.scalingSeconds) s, \(settings.scalingRounds) rounds, median. The PEM-file key in memory is the control: its 1→2 ratio is what the machine's free CPU allows; raw C_Sign on the same pool shows what the token itself allows. Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, load average at the start \(BenchMachine.loadAverage()).")
         do {
             let provider = EVPSigner(identity: try keys.identity(.rsa, .token), pss: true, message: message)
             let file = EVPSigner(identity: try keys.identity(.rsa, .file), pss: true, message: message)
-            var samples: [String: [Int: [Double]]] = ["provider": [:], "file": [:]]
+            ProviderDiagnostics.clearLastMechanism()
+            try provider.sign()
+            let raw = RawSigner(key: try PrivateKey.resolve(PKCS11URI(parsing: keys.uri(.rsa)), allowPrompt: false),
+                                mechanism: try RawSigner.mechanism(matching: ProviderDiagnostics.lastMechanism, for: .rsaPSS), message: message)
+            let columns: [(name: String, label: String, body: @Sendable () throws -> Void)] = [
+                ("provider", "token key (provider)", { try provider.sign() }),
+                ("raw", "token key (raw C_Sign, same session pool)", { try raw.sign() }),
+                ("file", "PEM key in memory (control)", { try file.sign() }),
+            ]
+            var samples: [String: [Int: [Double]]] = [:]
             for _ in 0..<settings.scalingRounds {
                 for threads in [1, 2, 4] {
-                    samples["provider"]![threads, default: []].append(try Timing.parallelRate(threads: threads, seconds: settings.scalingSeconds) { try provider.sign() })
-                    samples["file"]![threads, default: []].append(try Timing.parallelRate(threads: threads, seconds: settings.scalingSeconds) { try file.sign() })
+                    for column in columns {
+                        samples[column.name, default: [:]][threads, default: []].append(
+                            try Timing.parallelRate(threads: threads, seconds: settings.scalingSeconds, column.body))
+                    }
                 }
             }
-            for name in ["provider", "file"] {
-                let one = samples[name]![1] ?? [], two = samples[name]![2] ?? [], four = samples[name]![4] ?? []
-                section.rows.append(BenchRow(name == "provider" ? "token key (provider)" : "PEM key in memory (control)", [
+            for column in columns {
+                let one = samples[column.name]?[1] ?? [], two = samples[column.name]?[2] ?? [], four = samples[column.name]?[4] ?? []
+                section.rows.append(BenchRow(column.label, [
                     BenchFigure("1 thread/s", BenchStatistics.median(one)), BenchFigure("2 threads/s", BenchStatistics.median(two)),
                     BenchFigure("4 threads/s", BenchStatistics.median(four)),
                 ], ratios: [
-                    BenchRatio("2/1", BenchStatistics.medianRatio(two, one) ?? .nan, target: name == "provider" ? 1.8 : nil),
+                    BenchRatio("2/1", BenchStatistics.medianRatio(two, one) ?? .nan, target: column.name == "provider" ? 1.8 : nil),
                     BenchRatio("4/1", BenchStatistics.medianRatio(four, one) ?? .nan),
                 ]))
             }
