@@ -25,7 +25,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # p11-kit-1) are needed too and not always pulled in by the others.
 DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
-	libp11-kit-dev openssl
+	libp11-kit-dev openssl curl
 
 .PHONY: deps build setup demo test bench clean
 

@@ -37,7 +37,13 @@ public struct BenchOptions: Sendable {
 /// `keybridge bench`: every figure of issue 7 in one run.
 public enum Bench {
     static let softHSM = "/usr/lib/softhsm/libsofthsm2.so"
-    static let p11KitClient = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+    /// Debian's p11-kit client module, in the multiarch folder of this machine.
+    static let p11KitClient: String = {
+        var system = utsname()
+        uname(&system)
+        let machine = withUnsafeBytes(of: system.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return "/usr/lib/\(machine == "arm64" ? "aarch64" : machine)-linux-gnu/pkcs11/p11-kit-client.so"
+    }()
 
     public static func run(_ options: BenchOptions, progress: (String) -> Void) throws -> BenchReport {
         let started = BenchClock.now()
