@@ -91,10 +91,12 @@ final class BenchKeys: @unchecked Sendable {
 
 /// How long each measurement runs. `quick` is for trying the harness, not for figures.
 public struct BenchSettings: Sendable {
-    var signatureRounds = 7
-    var signatureSeconds = 0.25
-    var handshakeRounds = 5
-    var handshakeSeconds = 0.4
+    // Short turns and many rounds: the machine's load changes within seconds, and each
+    // per-round ratio should compare columns that saw the same load.
+    var signatureRounds = 21
+    var signatureSeconds = 0.1
+    var handshakeRounds = 11
+    var handshakeSeconds = 0.2
     var scalingRounds = 3
     var scalingSeconds = 0.6
     var loadRounds = 3
