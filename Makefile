@@ -7,6 +7,7 @@
 #                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank), then
 #                the same POST as plain HTTP through the broker (keybridge serve)
 #   make test    deps + build + setup + swift test
+#   make bench   deps + setup + release build + keybridge bench (issue 7; under 15 minutes)
 #   make clean   remove .state and .build
 
 SHELL := /bin/bash
@@ -27,7 +28,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test clean
+.PHONY: deps build setup demo test bench clean man docs
 
 deps:
 	@missing=(); \
@@ -129,6 +130,27 @@ test: deps build setup
 	if [ -n "$$summary" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
 	exit $$status
 
+# Release build, then every figure of issue 7; tables on stdout and in .state/bench/results.md,
+# figures in .state/bench/results.json. The benchmark makes its own token in .state/bench.
+bench: deps setup
+	$(SWIFT) build -c release
+	.build/release/keybridge bench --state $(STATE)
+
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi
 	rm -rf $(STATE) .build
+
+# The man page, generated from the CLI's help texts (ManPageTests checks it is current).
+man: build
+	.build/debug/keybridge help --man > docs/keybridge.1
+
+# DocC HTML for the library catalogs, in .build/docs/MODULE (the toolchain's docc; no plugin needed).
+DOCC ?= $(dir $(SWIFT))docc
+docs: build
+	$(SWIFT) package dump-symbol-graph >/dev/null
+	@for m in PKCS11 KeyBridgeTLS OpenBanking; do \
+	  rm -rf .build/docs/symbols/$$m; mkdir -p .build/docs/symbols/$$m; \
+	  cp .build/*/symbolgraph/$$m.symbols.json .build/*/symbolgraph/$$m@*.symbols.json .build/docs/symbols/$$m/ 2>/dev/null || true; \
+	  $(DOCC) convert Sources/$$m/$$m.docc --additional-symbol-graph-dir .build/docs/symbols/$$m \
+	    --fallback-display-name $$m --fallback-bundle-identifier org.keybridge.$$m --output-path .build/docs/$$m; \
+	done
