@@ -34,11 +34,14 @@ export async function handler(event = {}) {
 
   const method = (event.method ?? "GET").toUpperCase();
   const requestId = event.requestId ?? randomUUID();
-  const headers = { ...(event.headers ?? {}), authorization: `Bearer ${token}`, "x-request-id": requestId };
+  // Header names compare without case: the event's own Authorization or X-Request-ID is replaced.
+  const headers = new Headers(event.headers ?? {});
+  headers.set("authorization", `Bearer ${token}`);
+  headers.set("x-request-id", requestId);
   let body;
   if (event.body !== undefined && method !== "GET" && method !== "HEAD") {
     body = typeof event.body === "string" ? event.body : JSON.stringify(event.body);
-    headers["content-type"] ??= "application/json";
+    if (!headers.has("content-type")) headers.set("content-type", "application/json");
   }
 
   let response;
