@@ -58,6 +58,12 @@ public final class BrokerServer: @unchecked Sendable {
     /// Requests received and not yet answered.
     public var requestsInFlight: Int { context.takeUnretainedValue().inFlight }
 
+    /// Stops accepting connections: the port or socket is closed, new callers are refused, and
+    /// the connections already open are still served. The first step of `shutdown`.
+    public func stopAccepting() {
+        daemon.quiesce()
+    }
+
     /// Graceful stop: stops accepting at once (new callers are refused), lets the requests in
     /// flight finish for up to `graceSeconds`, then closes every connection. Returns how many
     /// requests were still running when the grace period ended (0 when all finished).

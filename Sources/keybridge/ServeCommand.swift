@@ -138,6 +138,7 @@ enum ServeCommand {
             }
             let name = received == SIGINT ? "SIGINT" : "SIGTERM"
             let grace = server.broker.configuration.shutdownGraceSeconds ?? 30
+            server.stopAccepting()
             log(Broker.logLine(["event": "stopping", "signal": name, "inFlight": server.requestsInFlight, "graceSeconds": grace]))
             let unfinished = server.shutdown(graceSeconds: grace)
             log(Broker.logLine(["event": "stopped", "signal": name, "unfinished": unfinished]))
