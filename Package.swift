@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "MockBank", dependencies: ["OpenBanking", "MicroHTTPListener", "CMicroHTTPD", "CKeyBridgeShims", "COpenSSL"]),
         .target(name: "KeyBridgeBroker", dependencies: ["KeyBridgeTLS", "OpenBanking", "KeyBridgeProvider", "PKCS11", "MicroHTTPListener", "CMicroHTTPD", "CKeyBridgeShims", "COpenSSL"]),
         .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "OpenBanking", "PKCS11", "MockBank", "KeyBridgeBroker"]),
+        .executableTarget(name: "keybridge-probe", dependencies: ["KeyBridgeTLS", "KeyBridgeProvider", "PKCS11"]),
         .target(name: "KeyBridgeTestSupport", path: "Tests/KeyBridgeTestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "KeyBridgeProviderTests", dependencies: ["KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport"]),
