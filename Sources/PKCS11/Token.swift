@@ -280,8 +280,23 @@ public final class Token: @unchecked Sendable {
         try check(rv, "C_Login", "the context-specific login for a CKA_ALWAYS_AUTHENTICATE key failed; KeyBridge will not send this PIN again")
     }
 
-    /// Logs in again after a session loss, but only with the PIN that worked before.
+    /// Logs in again after a session loss, but only with the PIN that worked before. A logout
+    /// made elsewhere (by another part of the application, or the token) leaves the sessions
+    /// valid but the private keys invisible, so the sessions' real state is asked first.
     func reloginIfPossible() throws(PKCS11Error) {
+        if isLoggedIn {
+            let userSession = try withSession { session throws(PKCS11Error) -> Bool in
+                var info = CK_SESSION_INFO()
+                try check(functions.C_GetSessionInfo(session, &info), "C_GetSessionInfo")
+                return info.state == CK_STATE(CKS_RO_USER_FUNCTIONS) || info.state == CK_STATE(CKS_RW_USER_FUNCTIONS)
+            }
+            if !userSession {
+                lock.withLock {
+                    loggedIn = false
+                    sessionEpoch += 1
+                }
+            }
+        }
         lock.lock()
         let pin = goodPIN
         lock.unlock()
