@@ -197,6 +197,9 @@ public final class PKCS11Module: @unchecked Sendable {
         return UInt64(milliseconds) * 1_000_000
     }
 
+    /// Whether the module lost its device or connection and has not reconnected yet.
+    public var isUnreachable: Bool { lock.withLock { outage != nil } }
+
     /// The module generation: it changes whenever the module was started again (after fork or
     /// a lost connection), and with it every session, login and object handle.
     var currentGeneration: UInt64 { lock.withLock { generation } }

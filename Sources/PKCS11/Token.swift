@@ -49,6 +49,11 @@ public final class Token: @unchecked Sendable {
     /// Sessions this process holds open on the token (pooled, in use, and the login anchor).
     public var openSessions: Int { lock.withLock { openSessionCount } }
 
+    /// Whether the token is known to be unreachable right now (its module lost the device or the
+    /// connection and has not reconnected yet). Calls fail at once meanwhile; services can answer
+    /// 503 and report it in health checks.
+    public var isUnreachable: Bool { module.isUnreachable }
+
     private var functions: CK_FUNCTION_LIST { module.functions.pointee }
 
     public func info() throws(PKCS11Error) -> TokenInfo {

@@ -17,8 +17,9 @@ import Glibc
 /// client and the same search with SoftHSM loaded in the client's process, and must find the
 /// key: otherwise the search could not have found it either, and the test fails.
 final class MemoryIsolationTests: XCTestCase {
-    let remote = RemoteToken.shared
-    let bank = BankServer.shared
+    // Computed, so listing the tests (swift test --filter) starts no server.
+    var remote: RemoteToken { RemoteToken.shared }
+    var bank: BankServer { BankServer.shared }
 
     /// The imported key and the byte patterns to look for.
     struct KnownKey: @unchecked Sendable {

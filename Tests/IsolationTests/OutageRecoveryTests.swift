@@ -10,8 +10,9 @@ import XCTest
 /// return every request must succeed again, with no restart of this process and no leaked
 /// sessions on the server's side.
 final class OutageRecoveryTests: XCTestCase {
-    let remote = RemoteToken.shared
-    let bank = BankServer.shared
+    // Computed, so listing the tests (swift test --filter) starts no server.
+    var remote: RemoteToken { RemoteToken.shared }
+    var bank: BankServer { BankServer.shared }
 
     private struct Attempt {
         var started: Double
@@ -75,7 +76,7 @@ final class OutageRecoveryTests: XCTestCase {
     /// Runs `request` in a loop on its own thread, kills the p11-kit server after a second and
     /// starts it again two seconds later (SoftHSM under pkcs11-spy both times), and lets the loop
     /// run 2.5 s more. `ready` runs before the loop, with the server up.
-    private func runOutage(name: String, ready: () throws -> Void,
+    private func runOutage(name: String, ready: () throws -> Void, whileAway: () -> Void = {},
                            request: @escaping @Sendable () -> String?) throws -> OutageRun {
         let logs = try Command.temporaryDirectory()
         // A server of our own for this test, with SoftHSM under pkcs11-spy so its sessions can be counted.
@@ -110,6 +111,7 @@ final class OutageRecoveryTests: XCTestCase {
         let killed = Self.now()
         try remote.stop()
         Thread.sleep(forTimeInterval: 2.0)
+        whileAway()
         let restarting = Self.now()
         // The token is back when the server's socket appears; start returns a little later,
         // once pkcs11-tool has seen the token through it.
@@ -178,11 +180,17 @@ final class OutageRecoveryTests: XCTestCase {
         let (remote, bank) = (self.remote, self.bank)
         let uri = try remote.keyURI("rsa")
         nonisolated(unsafe) var key: PrivateKey?
+        nonisolated(unsafe) var unreachableWhileAway = false
         let run = try runOutage(name: "library", ready: {
             for _ in 0..<3 { XCTAssertNil(Self.oneRequest(uri: uri, remote: remote, bank: bank)) }
             key = try PrivateKey.resolve(PKCS11URI(parsing: uri), allowPrompt: false)
+            XCTAssertFalse(key?.token.isUnreachable ?? true)
+        }, whileAway: {
+            unreachableWhileAway = key?.token.isUnreachable ?? false
         }, request: { Self.oneRequest(uri: uri, remote: remote, bank: bank) })
         let token = try XCTUnwrap(key).token
+        XCTAssertTrue(unreachableWhileAway, "Token.isUnreachable was false during the outage")
+        XCTAssertFalse(token.isUnreachable, "Token.isUnreachable still true after the recovery")
         XCTAssertTrue(key?.uri.modulePath?.hasSuffix("p11-kit-client.so") == true)
         try assertFailsFastAndRecovers(run, name: "library, fresh HTTPClient per request") { failure in
             failure.contains("unreachable") || failure.contains("CKR_DEVICE_ERROR")

@@ -5,8 +5,9 @@ import XCTest
 /// `softhsm-setup --remote`: the token behind `p11-kit server`, used by `keybridge request`
 /// through `p11-kit-client.so`, named by the URI's module-path or by KEYBRIDGE_PKCS11_MODULE.
 final class RemoteTokenTests: XCTestCase {
-    let remote = RemoteToken.shared
-    let bank = BankServer.shared
+    // Computed, so listing the tests (swift test --filter) starts no server.
+    var remote: RemoteToken { RemoteToken.shared }
+    var bank: BankServer { BankServer.shared }
 
     private func request(key: String, chain: String, environment extra: [String: String] = [:]) throws -> Command.Result {
         var environment = remote.environment

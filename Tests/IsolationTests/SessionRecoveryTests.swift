@@ -9,7 +9,7 @@ import XCTest
 /// (`CKR_USER_NOT_LOGGED_IN`). The next signature must open new sessions, log in again with
 /// the PIN that worked, find the key again and succeed, without leaking sessions.
 final class SessionRecoveryTests: XCTestCase {
-    let token = TestToken.shared
+    var token: TestToken { TestToken.shared }
 
     private func signAndVerify(_ key: PrivateKey, _ text: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let folder = try Command.temporaryDirectory()

@@ -10,7 +10,7 @@ import XCTest
 /// threads. Throughput for 1, 2, 4 and 8 threads is measured side by side and reported; only
 /// properties that do not depend on the machine's load are asserted.
 final class ThreadTests: XCTestCase {
-    let token = TestToken.shared
+    var token: TestToken { TestToken.shared }
 
     /// Runs `threads` threads, each calling `body(thread, index)` `count` times; returns the
     /// errors and the wall-clock seconds.
