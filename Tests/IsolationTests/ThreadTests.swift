@@ -80,6 +80,35 @@ final class ThreadTests: XCTestCase {
                      seconds, 8_000 / seconds, sessions))
     }
 
+    /// The same through `p11-kit-client.so`: its one connection to the server is shared by all
+    /// threads, so it must keep their calls apart.
+    func testEightThreadsSignThroughTheRemoteToken() throws {
+        let uri = try RemoteToken.shared.keyURI("ec")
+        let key = try ProviderKey(uri: uri)
+        let tokenKey = try PrivateKey.resolve(PKCS11URI(parsing: uri), allowPrompt: false)
+        XCTAssertTrue(tokenKey.uri.modulePath?.hasSuffix("p11-kit-client.so") == true)
+        let folder = try Command.temporaryDirectory()
+        try Data(key.publicKeyPEM().utf8).write(to: URL(fileURLWithPath: folder + "/public.pem"))
+        let lock = NSLock()
+        nonisolated(unsafe) var last: [Int: (message: [UInt8], signature: [UInt8])] = [:]
+        let (errors, seconds) = Self.runThreads(8, count: 100) { thread, index in
+            let message = Array("remote thread \(thread) signature \(index)".utf8)
+            let signature = try key.sign(message, scheme: .ecdsa(.sha256))
+            lock.withLock { last[thread] = (message, signature) }
+        }
+        XCTAssertEqual(errors.count, 0, "\(errors.prefix(5))")
+        for (thread, pair) in lock.withLock({ last }) {
+            try Data(pair.message).write(to: URL(fileURLWithPath: "\(folder)/\(thread).msg"))
+            try Data(pair.signature).write(to: URL(fileURLWithPath: "\(folder)/\(thread).sig"))
+            let verified = try Command.run(["openssl", "dgst", "-sha256", "-verify", folder + "/public.pem",
+                                            "-signature", "\(folder)/\(thread).sig", "\(folder)/\(thread).msg"])
+            XCTAssertEqual(verified.status, 0, "thread \(thread): \(verified.combined)")
+        }
+        XCTAssertEqual(lock.withLock { last.count }, 8)
+        print(String(format: "threads: 8 × 100 ECDSA P-256 signatures through the remote token in %.2f s (%.0f/s), 0 errors, %d sessions",
+                     seconds, 800 / seconds, tokenKey.token.openSessions))
+    }
+
     /// RSA-2048 signatures cost the token real CPU time, so the rates show whether parallel
     /// signers run in parallel (on a machine with CPUs to spare) rather than queueing.
     func testSignatureThroughputFor1248ThreadsSideBySide() throws {
