@@ -6,6 +6,7 @@
 #   make demo    mTLS request with the token's RSA key to a local nginx bank, then a signed
 #                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank)
 #   make test    deps + build + setup + swift test
+#   make bench   deps + setup + release build + keybridge bench (issue 7; under 15 minutes)
 #   make clean   remove .state and .build
 
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test clean man docs
+.PHONY: deps build setup demo test bench clean man docs
 
 deps:
 	@missing=(); \
@@ -97,6 +98,12 @@ test: deps build setup
 	failed=$$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$$summary"); \
 	if [ -n "$$summary" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
 	exit $$status
+
+# Release build, then every figure of issue 7; tables on stdout and in .state/bench/results.md,
+# figures in .state/bench/results.json. The benchmark makes its own token in .state/bench.
+bench: deps setup
+	$(SWIFT) build -c release
+	.build/release/keybridge bench --state $(STATE)
 
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi

@@ -26,7 +26,8 @@ let package = Package(
         .target(name: "MicroHTTPListener", dependencies: ["CMicroHTTPD", "CKeyBridgeShims"]),
         .target(name: "MockBank", dependencies: ["OpenBanking", "MicroHTTPListener", "CMicroHTTPD", "CKeyBridgeShims", "COpenSSL"]),
         .target(name: "KeyBridgeBroker", dependencies: ["KeyBridgeTLS", "OpenBanking", "KeyBridgeProvider", "PKCS11", "MicroHTTPListener", "CMicroHTTPD", "CKeyBridgeShims", "COpenSSL"]),
-        .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "OpenBanking", "PKCS11", "MockBank", "KeyBridgeBroker"]),
+        .target(name: "KeyBridgeBench", dependencies: ["KeyBridgeTLS", "KeyBridgeProvider", "PKCS11", "COpenSSL", "CKeyBridgeShims"]),
+        .executableTarget(name: "keybridge", dependencies: ["KeyBridgeTLS", "OpenBanking", "PKCS11", "MockBank", "KeyBridgeBroker", "KeyBridgeBench"]),
         .executableTarget(name: "keybridge-probe", dependencies: ["KeyBridgeTLS", "KeyBridgeProvider", "PKCS11"]),
         .target(name: "KeyBridgeTestSupport", path: "Tests/KeyBridgeTestSupport"),
         .testTarget(name: "PKCS11Tests", dependencies: ["PKCS11", "KeyBridgeTestSupport"]),
@@ -35,6 +36,7 @@ let package = Package(
         .testTarget(name: "KeyBridgeBrokerTests", dependencies: ["KeyBridgeBroker", "KeyBridgeTestSupport"]),
         .testTarget(name: "IsolationTests", dependencies: ["KeyBridgeTLS", "KeyBridgeProvider", "PKCS11", "CPKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "OperatorToolsTests", dependencies: ["KeyBridgeTestSupport", "PKCS11", "KeyBridgeTLS", "KeyBridgeProvider", "OpenBanking"]),
+        .testTarget(name: "KeyBridgeBenchTests", dependencies: ["KeyBridgeBench", "PKCS11"]),
         .testTarget(name: "OpenBankingTests", dependencies: ["OpenBanking", "KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport", "MockBank"]),
     ],
     swiftLanguageModes: [.v6]
