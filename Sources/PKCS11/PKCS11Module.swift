@@ -207,12 +207,27 @@ public final class PKCS11Module: @unchecked Sendable {
     /// Runs `body`, which calls into the module, after restarting the module if it lost its
     /// device and a reconnect is due. While the token is unreachable and no reconnect is due,
     /// throws at once instead of calling. An unreachable-token error from `body` starts an outage.
-    func withCalls<R>(_ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+    ///
+    /// With `retryAfterReconnect`, a body that found the connection broken (say the server was
+    /// restarted while the process was idle) runs once more right after the reconnect, so the
+    /// first caller does not fail. Only for bodies that hold no session or object handle: those
+    /// are void after a reconnect.
+    func withCalls<R>(retryAfterReconnect: Bool = false, _ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
         try reinitializeAfterFork()
         // Nested calls run inside one that already holds the gate: a restart there would wait
         // for itself.
-        if !calls.isHeldByThisThread { try reconnectIfDue() }
-        return try calls.shared { () throws(PKCS11Error) -> R in
+        let outermost = !calls.isHeldByThisThread
+        if outermost { try reconnectIfDue() }
+        do {
+            return try runShared(body)
+        } catch where outermost && retryAfterReconnect && error.isTokenUnavailable {
+            try reconnectIfDue()
+            return try runShared(body)
+        }
+    }
+
+    private func runShared<R>(_ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        try calls.shared { () throws(PKCS11Error) -> R in
             let started = currentGeneration
             do throws(PKCS11Error) {
                 return try body()
@@ -291,7 +306,7 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// Slots, by default only those with a token present.
     public func slots(tokenPresent: Bool = true) throws(PKCS11Error) -> [Slot] {
-        try withCalls { () throws(PKCS11Error) -> [Slot] in
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> [Slot] in
             var count: CK_ULONG = 0
             let present = CK_BBOOL(tokenPresent ? CK_TRUE : CK_FALSE)
             try check(functions.pointee.C_GetSlotList(present, nil, &count), "C_GetSlotList")
@@ -315,7 +330,7 @@ public final class PKCS11Module: @unchecked Sendable {
     }
 
     func tokenInfo(slotID: UInt) throws(PKCS11Error) -> TokenInfo {
-        try withCalls { () throws(PKCS11Error) -> TokenInfo in
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> TokenInfo in
             var rawToken = CK_TOKEN_INFO()
             try check(functions.pointee.C_GetTokenInfo(CK_SLOT_ID(slotID), &rawToken), "C_GetTokenInfo")
             return TokenInfo(rawToken)
@@ -374,7 +389,7 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// Mechanisms the token in a slot offers, by raw `CKM_` value.
     func mechanisms(slotID: UInt) throws(PKCS11Error) -> Set<UInt> {
-        try withCalls { () throws(PKCS11Error) -> Set<UInt> in
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> Set<UInt> in
             var count: CK_ULONG = 0
             try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), nil, &count), "C_GetMechanismList")
             var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))

@@ -228,7 +228,7 @@ public final class PrivateKey: @unchecked Sendable {
 
     private func readUsableMechanisms() throws(PKCS11Error) -> Set<UInt> {
         let offered = try token.mechanisms()
-        let currentHandle = try currentHandle()
+        let (currentHandle, _) = try currentHandle()
         guard let raw = try token.attribute(.allowedMechanisms, of: currentHandle), !raw.isEmpty else { return offered }
         let stride = MemoryLayout<UInt>.size
         let allowed = raw.withUnsafeBytes { bytes in
@@ -241,25 +241,25 @@ public final class PrivateKey: @unchecked Sendable {
     /// PIN that worked), finds the key again and retries once. While the token is unreachable it
     /// fails at once (`PKCS11Error.isTokenUnavailable`).
     public func sign(_ data: [UInt8], mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
-        let current = try currentHandle()
+        let (current, epoch) = try currentHandle()
         do {
-            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: epoch)
         } catch {
             guard error.meansStaleHandleOrSession else { throw error }
-            let fresh = try refreshHandle()
-            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            let (fresh, freshEpoch) = try refreshHandle()
+            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: freshEpoch)
         }
     }
 
-    /// The handle, found again first if the token lost its sessions since it was found: a handle
-    /// number from an older connection may name another object now.
-    private func currentHandle() throws(PKCS11Error) -> ObjectHandle {
+    /// The handle and the epoch it belongs to, found again first if the token lost its sessions
+    /// since it was found: a handle number from an older connection may name another object now.
+    private func currentHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
         let (current, epoch) = lock.withLock { (handle, handleEpoch) }
-        if epoch == token.epoch { return current }
+        if epoch == token.epoch { return (current, epoch) }
         return try refreshHandle()
     }
 
-    private func refreshHandle() throws(PKCS11Error) -> ObjectHandle {
+    private func refreshHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
         try token.reloginIfPossible()
         let epoch = token.epoch
         let fresh = try PrivateKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
@@ -267,7 +267,7 @@ public final class PrivateKey: @unchecked Sendable {
             handle = fresh
             handleEpoch = epoch
         }
-        return fresh
+        return (fresh, epoch)
     }
 }
 

@@ -117,18 +117,18 @@ public final class SecretKey: @unchecked Sendable {
         guard case .hmac = mechanism else {
             throw PKCS11Error(function: "C_SignInit", reason: "\(mechanism) needs a private key; a secret key makes HMACs only (CKM_SHA*_HMAC)")
         }
-        let (known, epoch) = lock.withLock { (handle, handleEpoch) }
-        let current = epoch == token.epoch ? known : try refreshHandle()
+        let (known, knownEpoch) = lock.withLock { (handle, handleEpoch) }
+        let (current, epoch) = knownEpoch == token.epoch ? (known, knownEpoch) : try refreshHandle()
         do {
-            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: epoch)
         } catch {
             guard error.meansStaleHandleOrSession else { throw error }
-            let fresh = try refreshHandle()
-            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            let (fresh, freshEpoch) = try refreshHandle()
+            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: freshEpoch)
         }
     }
 
-    private func refreshHandle() throws(PKCS11Error) -> ObjectHandle {
+    private func refreshHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
         try token.reloginIfPossible()
         let epoch = token.epoch
         let fresh = try SecretKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
@@ -136,6 +136,6 @@ public final class SecretKey: @unchecked Sendable {
             handle = fresh
             handleEpoch = epoch
         }
-        return fresh
+        return (fresh, epoch)
     }
 }

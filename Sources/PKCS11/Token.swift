@@ -46,6 +46,15 @@ public final class Token: @unchecked Sendable {
     /// Changes whenever the token lost its sessions and login; handles found before are stale.
     public var epoch: UInt64 { lock.withLock { sessionEpoch } }
 
+    /// Throws when `handleEpoch` is not the current session epoch: a handle found before the
+    /// token lost its sessions (or its connection) may name another object now. Call inside
+    /// `withSession`, where no reconnect can run.
+    func requireCurrentEpoch(_ handleEpoch: UInt64?) throws(PKCS11Error) {
+        guard let handleEpoch, handleEpoch != epoch else { return }
+        throw PKCS11Error(returnValue: .objectHandleInvalid, function: "C_SignInit",
+                          reason: "the key's handle was found before the token lost its sessions; it is found again")
+    }
+
     /// Sessions this process holds open on the token (pooled, in use, and the login anchor).
     public var openSessions: Int { lock.withLock { openSessionCount } }
 
@@ -57,7 +66,7 @@ public final class Token: @unchecked Sendable {
     private var functions: CK_FUNCTION_LIST { module.functions.pointee }
 
     public func info() throws(PKCS11Error) -> TokenInfo {
-        try module.withCalls { () throws(PKCS11Error) -> TokenInfo in
+        try module.withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> TokenInfo in
             try rebindIfRestarted()
             return try module.tokenInfo(slotID: slotID)
         }
@@ -72,7 +81,7 @@ public final class Token: @unchecked Sendable {
     /// Mechanisms offered by the token, as raw `CKM_` values; read once, then cached.
     public func mechanisms() throws(PKCS11Error) -> Set<UInt> {
         if let cached = lock.withLock({ cachedMechanisms }) { return cached }
-        let offered = try module.withCalls { () throws(PKCS11Error) -> Set<UInt> in
+        let offered = try module.withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> Set<UInt> in
             try rebindIfRestarted()
             return try module.mechanisms(slotID: slotID)
         }
