@@ -64,6 +64,8 @@ final class OutageRecoveryTests: XCTestCase {
     /// What an outage run saw.
     private struct OutageRun {
         var attempts: [Attempt]
+        /// When the stop command began, and when it returned (the server surely dead).
+        var stopping: Double
         var killed: Double
         var restarting: Double
         /// When the server's socket appeared again: the token's return.
@@ -108,8 +110,10 @@ final class OutageRecoveryTests: XCTestCase {
 
         Thread.sleep(forTimeInterval: 1.0)
         let serverSessionsBefore = try Self.openSessions(inSpyLog: logs + "/before.log")
-        let killed = Self.now()
+        let stopping = Self.now()
         try remote.stop()
+        // After stop returns: the server and its p11-kit-remote children have been killed.
+        let killed = Self.now()
         Thread.sleep(forTimeInterval: 2.0)
         whileAway()
         let restarting = Self.now()
@@ -131,7 +135,7 @@ final class OutageRecoveryTests: XCTestCase {
         Thread.sleep(forTimeInterval: 2.5)
         lock.withLock { running = false }
         while !loop.isFinished { Thread.sleep(forTimeInterval: 0.01) }
-        return OutageRun(attempts: lock.withLock { attempts }, killed: killed, restarting: restarting, returned: returned,
+        return OutageRun(attempts: lock.withLock { attempts }, stopping: stopping, killed: killed, restarting: restarting, returned: returned,
                          startCommandDone: startCommandDone, serverSessionsBefore: serverSessionsBefore,
                          serverSessionsAfter: try Self.openSessions(inSpyLog: logs + "/after.log"))
     }
@@ -140,7 +144,7 @@ final class OutageRecoveryTests: XCTestCase {
     @discardableResult
     private func assertFailsFastAndRecovers(_ run: OutageRun, name: String, unreachableMarker: (String) -> Bool) throws -> Double {
         let all = run.attempts
-        let before = all.filter { $0.finished < run.killed }
+        let before = all.filter { $0.finished < run.stopping }
         let during = all.filter { $0.started > run.killed + 0.05 && $0.finished < run.restarting }
         let afterOneSecond = all.filter { $0.started >= run.returned + 1.0 }
         XCTAssertGreaterThanOrEqual(before.count, 5, "\(name): too few requests before the outage to judge")
