@@ -250,9 +250,8 @@ final class OutageRecoveryTests: XCTestCase {
             broker.waitUntilExit()
         }
         try assertFailsFastAndRecovers(run, name: "broker, keybridge serve") { failure in
-            // A 5xx whose JSON cause names the unreachable token (502 signing-failed today; 503
-            // token_unavailable once the broker maps token outages).
-            failure.hasPrefix("HTTP 5") && (failure.contains("unreachable") || failure.contains("CKR_DEVICE_ERROR"))
+            // 503 with a JSON cause that names the unreachable token.
+            failure.hasPrefix("HTTP 503") && (failure.contains("unreachable") || failure.contains("CKR_DEVICE_ERROR"))
         }
     }
 }
