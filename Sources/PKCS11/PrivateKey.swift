@@ -150,12 +150,12 @@ public final class PrivateKey: @unchecked Sendable {
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
         if uri.object == nil && uri.id == nil {
             throw PKCS11Error(function: "key lookup",
-                              reason: "the URI names no key; add object=<label> or id=<hex> to it (pkcs11-tool --list-objects shows them)")
+                              reason: "the URI names no key; add object=<label> or id=<hex> to it ('keybridge keys list --token …' shows them)")
         }
         let found = try token.findObjects(matching: uri, objectClass: .privateKey)
         guard let first = found.first else {
             throw PKCS11Error(function: "key lookup",
-                              reason: "no private key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= (pkcs11-tool --list-objects shows what is there)")
+                              reason: "no private key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= ('keybridge keys list --token …' shows what is there)")
         }
         if found.count > 1 {
             throw PKCS11Error(function: "key lookup",

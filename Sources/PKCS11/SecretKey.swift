@@ -57,7 +57,7 @@ public final class SecretKey: @unchecked Sendable {
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
         if uri.object == nil && uri.id == nil {
             throw PKCS11Error(function: "key lookup",
-                              reason: "the URI names no key; add object=<label> or id=<hex> to it (pkcs11-tool --list-objects --type secrkey shows them)")
+                              reason: "the URI names no key; add object=<label> or id=<hex> to it ('keybridge keys list --token …' shows them)")
         }
         // Search by label and id, then keep the secret keys: the search template takes only the
         // classes in `ObjectClass`.
@@ -67,7 +67,7 @@ public final class SecretKey: @unchecked Sendable {
         }
         guard let first = found.first else {
             throw PKCS11Error(function: "key lookup",
-                              reason: "no secret key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= (pkcs11-tool --list-objects --type secrkey shows what is there)")
+                              reason: "no secret key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= ('keybridge keys list --token …' shows what is there)")
         }
         if found.count > 1 {
             throw PKCS11Error(function: "key lookup",

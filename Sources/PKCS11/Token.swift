@@ -233,7 +233,9 @@ public final class Token: @unchecked Sendable {
             return
         }
         guard let pin else {
-            throw PKCS11Error(returnValue: .userNotLoggedIn, function: "C_Login",
+            // No module call failed: a KeyBridge step, so the error has no CKR_ code and is
+            // never taken for a lost session or an outage.
+            throw PKCS11Error(function: "login",
                               reason: "token '\(tokenInfo.label)' needs a PIN and none was given; add pin-source=file:/path to the URI or set KEYBRIDGE_PIN")
         }
         lock.lock()
@@ -276,7 +278,7 @@ public final class Token: @unchecked Sendable {
     /// operation. Only the PIN that already logged the token in is used, never a new guess.
     func loginForOneOperation(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) {
         guard let pin = lock.withLock({ goodPIN }) else {
-            throw PKCS11Error(returnValue: .userNotLoggedIn, function: "C_Login",
+            throw PKCS11Error(function: "login",
                               reason: "the key needs a login before every signature (CKA_ALWAYS_AUTHENTICATE), but no PIN has worked on this token yet; supply the PIN with pin-source or KEYBRIDGE_PIN")
         }
         let rv = pin.secret.withUnsafeBytes { bytes in
