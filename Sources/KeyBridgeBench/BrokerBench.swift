@@ -107,6 +107,9 @@ final class BrokerProcess {
 
     func stop() { ChildProcess.stop(process) }
 
+    /// CPU seconds used so far.
+    func cpuSeconds() -> Double? { ProcessMemory.cpuSeconds(pid: process.processIdentifier) }
+
     /// The counters of /metrics for the bench bank.
     func metrics() throws -> (requests: Double, signatures: Double, handshakes: Double, resumptions: Double) {
         let client = try HTTPClient(configuration: TLSConfiguration())
@@ -257,6 +260,13 @@ final class NginxBroker {
 
     func stop() { ChildProcess.stop(process) }
 
+    /// CPU seconds used so far by the master and its workers.
+    func cpuSeconds() -> Double? {
+        let pids = [process.processIdentifier] + ProcessMemory.children(of: process.processIdentifier)
+        let times = pids.compactMap { ProcessMemory.cpuSeconds(pid: $0) }
+        return times.isEmpty ? nil : times.reduce(0, +)
+    }
+
     /// Peak resident memory of the master and its workers, summed (kB).
     func peakMemory() -> Double? {
         let pids = [process.processIdentifier] + ProcessMemory.children(of: process.processIdentifier)
@@ -285,6 +295,7 @@ struct BrokerBench {
         defer { bank.stop() }
         let bankPort = bank.port
         load.notes.append("Upstream: a bank nginx like the test bank (mTLS, answers JSON itself, worker_processes 1, keepalive_requests 1,000), but with TLS session resumption (shared session cache and tickets), as bank gateways usually have it; the test bank of item 2 has none. Load: KeyBridge's HTTPClient (libcurl) with keep-alive, one connection per client thread, in the benchmark process; \(settings.loadRounds) rounds of \(settings.loadSeconds) s per path and concurrency, paths alternating; throughput is the median of the rounds, latencies are over all requests. direct: HTTPClient with the token key straight to the bank (what `keybridge request` does, with reuse). broker: plain HTTP to `keybridge serve` (release build), which forwards with the token key. nginx broker: plain HTTP to nginx (worker_processes auto) forwarding with `proxy_ssl_certificate_key engine:pkcs11:…` and `keepalive 16`.")
+        load.notes.append("server CPU ms/req: user + system CPU time of the broker process (keybridge serve; nginx's master and workers) during its rounds, from /proc/PID/stat, over the requests it answered. The load generator, the bank and the broker share the 2 cores, so a broker that needs more CPU per request answers fewer.")
         var broker: BrokerProcess?
         var nginx: NginxBroker?
         defer {
@@ -321,9 +332,18 @@ struct BrokerBench {
                 for path in paths { try LoadGenerator.warm(path.clients, request: path.request, count: 20) }
                 var throughputs: [String: [Double]] = [:]
                 var latencies: [String: [Double]] = [:]
+                // The CPU time each broker process used per request: what bounds its rate when
+                // the cores are shared (the load generator and the bank run on them too).
+                var cpu: [String: (seconds: Double, requests: Int)] = [:]
+                let cpuReaders: [String: () -> Double?] = ["broker": { broker?.cpuSeconds() }, "nginx broker": { nginx?.cpuSeconds() }]
                 for round in 0..<settings.loadRounds {
                     for path in round % 2 == 0 ? paths : paths.reversed() {
+                        let before = cpuReaders[path.name]?()
                         let outcome = try LoadGenerator.run(clients: path.clients, request: path.request, seconds: settings.loadSeconds)
+                        if let before, let after = cpuReaders[path.name]?() {
+                            let sum = cpu[path.name] ?? (0, 0)
+                            cpu[path.name] = (sum.seconds + after - before, sum.requests + outcome.requests)
+                        }
                         throughputs[path.name, default: []].append(outcome.throughput)
                         latencies[path.name, default: []] += outcome.latencies
                     }
@@ -338,6 +358,7 @@ struct BrokerBench {
                     var ratios: [BenchRatio] = []
                     if path.name != "direct" {
                         figures.append(BenchFigure("p50 added ms", p50.flatMap { p in directP50.map { p - $0 } }))
+                        figures.append(BenchFigure("server CPU ms/req", cpu[path.name].flatMap { $0.requests > 0 ? $0.seconds * 1000 / Double($0.requests) : nil }))
                         ratios.append(BenchRatio("p99 added ms", (p99 ?? .nan) - (directP99 ?? .nan), target: path.name == "broker" ? 1 : nil, .atMost))
                     }
                     if path.name == "broker" {
