@@ -42,7 +42,7 @@ enum ServeCommand {
     Answers: the bank's status, headers and body, with X-Request-ID (the caller's or a new one);
     400 malformed or absolute-form request, CONNECT, or a header with CR/LF/control characters;
     401 no or unknown token; 403 bank not allowed for the caller; 404 unknown bank; 413 body over
-    maxBodyBytes; 502 upstream TLS or connection failure; 503 token_unavailable (the HSM cannot
+    maxBodyBytes; 502 upstream TLS or connection failure; 503 token-unavailable (the HSM cannot
     sign: CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, …); 504 upstream timeout. Errors are JSON:
     {"error": code, "cause": sentence}. GET /healthz and GET /metrics need no token.
 
