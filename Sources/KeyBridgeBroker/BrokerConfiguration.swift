@@ -1,4 +1,6 @@
 import Foundation
+import KeyBridgeTLS
+import OpenBanking
 
 /// `broker.json`: where the broker listens, the banks it forwards to and the callers allowed
 /// to use them. Holds no secret: keys are `pkcs11:` URIs (the PIN comes from their pin-source)
@@ -144,9 +146,48 @@ public struct BrokerConfiguration: Sendable, Decodable {
         return .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
     }
 
+    /// Every file the banks name (caFile; cert and signing.cert unless they are `pkcs11:` URIs),
+    /// each problem named by its configuration field, so one run reports all of them.
+    func fileProblems() -> [String] {
+        var problems: [String] = []
+        for (name, bank) in banks.sorted(by: { $0.key < $1.key }) {
+            if let caFile = bank.caFile, let problem = BrokerConfiguration.certificateFileProblem(caFile, pemOnly: true) {
+                problems.append("banks.\(name).caFile \(problem)")
+            }
+            if !bank.cert.lowercased().hasPrefix("pkcs11:"), let problem = BrokerConfiguration.certificateFileProblem(bank.cert, pemOnly: true) {
+                problems.append("banks.\(name).cert \(problem)")
+            }
+            if let cert = bank.signing?.cert, !cert.lowercased().hasPrefix("pkcs11:"),
+               let problem = BrokerConfiguration.certificateFileProblem(cert, pemOnly: false) {
+                problems.append("banks.\(name).signing.cert \(problem)")
+            }
+        }
+        return problems
+    }
+
+    /// Why a certificate file cannot be used, or nil. The TLS layer reads chains and trust roots
+    /// as PEM only; the QSealC may also be one DER certificate.
+    static func certificateFileProblem(_ path: String, pemOnly: Bool) -> String? {
+        let shown = KeyReference.redactedPath(path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "\(shown): no such file" }
+        guard !isDirectory.boolValue else { return "\(shown) is a folder, not a certificate file" }
+        guard let data = FileManager.default.contents(atPath: path) else { return "\(shown) cannot be read (check its permissions)" }
+        if data.range(of: Data("-----BEGIN CERTIFICATE-----".utf8)) != nil { return nil }
+        if !pemOnly, (try? EIDASCertificate(contents: Array(data))) != nil { return nil }
+        return "\(shown) holds no \(pemOnly ? "PEM" : "PEM or DER") certificate"
+    }
+
     func validate(source: String) throws(BrokerError) {
         _ = try listenAddress()
         guard !banks.isEmpty else { throw BrokerError("\(source): \"banks\" is empty; configure at least one bank") }
+        // Before any bank is built: otherwise a missing cert showed as an mTLS identity error in
+        // `request --cert` words, and a missing caFile not at all until the first request.
+        let problems = fileProblems()
+        if !problems.isEmpty {
+            throw BrokerError("\(source): \(problems.count == 1 ? "a file" : "\(problems.count) files") of the configuration cannot be used: "
+                              + problems.joined(separator: "; ") + "; correct the paths (cert and signing.cert may also be pkcs11: URIs of certificates on the token)")
+        }
         for (name, bank) in banks.sorted(by: { $0.key < $1.key }) {
             guard !name.isEmpty, name.utf8.allSatisfy({ BrokerHTTP.isUnreservedPathByte($0) }) else {
                 throw BrokerError("\(source): the bank name '\(name.prefix(40))' must be letters, digits, '-', '_' or '.'")
