@@ -89,7 +89,20 @@ public struct BrokerConfiguration: Sendable, Decodable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw BrokerError("cannot read the broker configuration \(path)")
         }
-        return try decode(data, source: path)
+        let configuration = try decode(data, source: path)
+        // Before any bank is built (at start and on reload): otherwise a missing cert showed as
+        // an mTLS identity error in `request --cert` words, and a missing caFile not at all
+        // until the first request.
+        try configuration.checkFiles(source: path)
+        return configuration
+    }
+
+    /// Throws one error naming every unusable file of the configuration by its field.
+    public func checkFiles(source: String = "the configuration") throws(BrokerError) {
+        let problems = fileProblems()
+        guard !problems.isEmpty else { return }
+        throw BrokerError("\(source): \(problems.count == 1 ? "a file" : "\(problems.count) files") of the configuration cannot be used: "
+                          + problems.joined(separator: "; ") + "; correct the paths (cert and signing.cert may also be pkcs11: URIs of certificates on the token)")
     }
 
     public static func decode(_ data: Data, source: String = "the configuration") throws(BrokerError) -> BrokerConfiguration {
@@ -181,13 +194,6 @@ public struct BrokerConfiguration: Sendable, Decodable {
     func validate(source: String) throws(BrokerError) {
         _ = try listenAddress()
         guard !banks.isEmpty else { throw BrokerError("\(source): \"banks\" is empty; configure at least one bank") }
-        // Before any bank is built: otherwise a missing cert showed as an mTLS identity error in
-        // `request --cert` words, and a missing caFile not at all until the first request.
-        let problems = fileProblems()
-        if !problems.isEmpty {
-            throw BrokerError("\(source): \(problems.count == 1 ? "a file" : "\(problems.count) files") of the configuration cannot be used: "
-                              + problems.joined(separator: "; ") + "; correct the paths (cert and signing.cert may also be pkcs11: URIs of certificates on the token)")
-        }
         for (name, bank) in banks.sorted(by: { $0.key < $1.key }) {
             guard !name.isEmpty, name.utf8.allSatisfy({ BrokerHTTP.isUnreservedPathByte($0) }) else {
                 throw BrokerError("\(source): the bank name '\(name.prefix(40))' must be letters, digits, '-', '_' or '.'")

@@ -193,7 +193,7 @@ final class ClientIdentity: @unchecked Sendable {
             }
             ERR_clear_error()
             guard !certificates.isEmpty else {
-                throw KeyBridgeError(.certificate, "\(KeyReference.redacted(path)) holds no PEM certificate; a certificate chain file (keybridge request: --cert; broker.json: the bank's cert) needs the leaf certificate followed by its intermediates")
+                throw KeyBridgeError(.certificate, "\(KeyReference.redacted(path)) holds no PEM certificate; --cert needs the leaf certificate followed by its intermediates (in broker.json: the bank's cert)")
             }
             return certificates
         }

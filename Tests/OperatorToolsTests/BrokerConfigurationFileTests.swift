@@ -44,11 +44,14 @@ final class BrokerConfigurationFileTests: XCTestCase {
         XCTAssertTrue(single.standardError.contains("a file of the configuration cannot be used: banks.acme.caFile \(directory)/acme-ca.pem: no such file;"),
                       single.standardError)
 
-        // Control: with usable files the check passes, and the next problem (a key that is no URI) is reported.
+        // Control: with usable files the check passes and the bank is built, so the next problem
+        // (a key that is not on the token) is the one reported.
+        let missingKey = shared.rsaURI.replacingOccurrences(of: "object=client-rsa", with: "object=no-such-key")
+        XCTAssertNotEqual(missingKey, shared.rsaURI)
         let control = try serve(configuration(caFile: shared.pki("root-ca.pem"), cert: shared.pki("client-rsa-chain.pem"),
-                                              signingCert: shared.pki("qseal-ec.pem"), key: "/etc/keybridge/qwac.key"))
+                                              signingCert: shared.pki("qseal-ec.pem"), key: missingKey))
         XCTAssertEqual(control.status, 1, control.combined)
         XCTAssertFalse(control.standardError.contains("cannot be used"), control.standardError)
-        XCTAssertTrue(control.standardError.contains("banks.acme.key must be a pkcs11: URI"), control.standardError)
+        XCTAssertTrue(control.standardError.contains("bank 'acme'") && control.standardError.contains("no-such-key"), control.standardError)
     }
 }
