@@ -426,7 +426,10 @@ enum KeysCommand {
             let sameLabel = clashes.contains { $0.label == label }
             let sameID = clashes.contains { $0.id == id }
             let clash = sameLabel && sameID ? "label '\(label)' and id \(hex(id)) are" : sameLabel ? "label '\(label)' is" : "id \(hex(id)) is"
-            let names = clashes.map { "\(typeName($0.type).lowercased()) '\($0.label ?? "")' (id \(hex($0.id)))" }.joined(separator: ", ")
+            // In a fixed order (the token's own order varies): private keys first.
+            let order: [PKCS11URI.ObjectType] = [.privateKey, .publicKey, .secretKey, .certificate, .data]
+            let names = clashes.sorted { (order.firstIndex(of: $0.type) ?? 9, hex($0.id)) < (order.firstIndex(of: $1.type) ?? 9, hex($1.id)) }
+                .map { "\(typeName($0.type).lowercased()) '\($0.label ?? "")' (id \(hex($0.id)))" }.joined(separator: ", ")
             throw Failure.token("\(clash) already used on token '\(info.label)', by \(names); nothing was generated. Choose another --label and --id (keybridge keys list shows what is there)")
         }
         let started = Date()
