@@ -317,9 +317,9 @@ extension BrokerResponse {
 }
 
 extension BrokerResponse {
-    /// 503 `token_unavailable`: the token (HSM) cannot sign now; `code` is the `CKR_` cause.
+    /// 503 `token-unavailable`: the token (HSM) cannot sign now; `code` is the `CKR_` cause.
     static func tokenUnavailable(bank: String, code: String, detail: String) -> BrokerResponse {
-        var response = BrokerResponse.failure(503, "token_unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
+        var response = BrokerResponse.failure(503, "token-unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
                                               extra: ["pkcs11": code])
         response.headers.append(("Retry-After", "5"))
         response.tokenError = code
