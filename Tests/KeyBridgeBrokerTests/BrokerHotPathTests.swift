@@ -29,7 +29,7 @@ final class BrokerHotPathTests: XCTestCase {
         trace.attempts = 2
         trace.httpVersion = "2"
         trace.connection = "resumed"
-        var response = BrokerResponse.failure(503, "token_unavailable", "gone")
+        var response = BrokerResponse.failure(503, "token-unavailable", "gone")
         response.tokenError = "CKR_DEVICE_REMOVED"
         let request = BrokerRequest(method: "POST", target: "/sandbox/v1/payments?iban=DE00", headers: [])
         let text = Broker.requestLogLine(request, requestID: "id-1", trace: trace, response: response, seconds: 0.0123)
@@ -38,7 +38,7 @@ final class BrokerHotPathTests: XCTestCase {
         XCTAssertEqual(text, String(decoding: sorted, as: UTF8.self))
         XCTAssertEqual(object["path"] as? String, "/sandbox/v1/payments", "never the query")
         XCTAssertEqual(object["ms"] as? Int, 12)
-        XCTAssertEqual(object["error"] as? String, "token_unavailable")
+        XCTAssertEqual(object["error"] as? String, "token-unavailable")
         XCTAssertEqual(object["tokenError"] as? String, "CKR_DEVICE_REMOVED")
         XCTAssertEqual(object["upstreamConnection"] as? String, "resumed")
         let time = try XCTUnwrap(object["time"] as? String)
