@@ -172,19 +172,12 @@ enum KeysCommand {
     }
 
     /// Writes `text` to `path` through a temporary file in the same folder, so a reader never
-    /// sees half a file.
+    /// sees half a file; devices and FIFOs are written in place, `-` is standard output.
     static func writeAtomically(_ text: String, to path: String) throws(Failure) {
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do {
-            try Data(text.utf8).write(to: temporary)
+            try OutputFile.write(Data(text.utf8), to: path)
         } catch {
-            throw Failure(status: 26, message: "cannot write \(path): the folder does not exist or is not writable; check the path given to -o")
-        }
-        guard rename(temporary.path, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: temporary)
-            throw Failure(status: 26, message: "cannot write \(path): \(reason); check the path given to -o")
+            throw Failure(status: 26, message: error.message, pointsToHelp: false)
         }
     }
 
