@@ -494,10 +494,11 @@ enum KeysCommand {
         let chainPath = try options.required("--chain")
         let keyText = try options.required("--key")
         guard keyText.hasPrefix("pkcs11:") else { throw Failure.usage("--key must be a pkcs11: URI of a token key") }
-        let pemBytes = try CertCommand.readFileForKeys(chainPath)
+        let chainBytes = try CertCommand.readFileForKeys(chainPath)
+        let chainText = try pemChain(chainBytes)
         let entries: [TokenCertificateImport.Entry]
         do {
-            entries = try TokenCertificateImport.importChain(pem: String(decoding: pemBytes, as: UTF8.self), keyURI: keyText,
+            entries = try TokenCertificateImport.importChain(pem: chainText, keyURI: keyText,
                                                              leafLabel: try options.value("--label"), replace: options.has("--replace"))
         } catch let error as TokenCertificateImport.Failure {
             switch error.kind {
@@ -514,6 +515,25 @@ enum KeysCommand {
             print("\(entry.outcome): '\(entry.label)' (id \(entry.idHex)) \(entry.subject)")
         }
         return 0
+    }
+}
+
+extension KeysCommand {
+    /// The chain file as PEM text. A file without a PEM block is read as one DER certificate,
+    /// the form many QTSPs deliver (.cer); the error already promised "PEM or DER" but only PEM
+    /// was read.
+    static func pemChain(_ bytes: [UInt8]) throws(Failure) -> String {
+        guard !bytes.isEmpty, bytes.firstRange(of: Array("-----BEGIN".utf8)) == nil else {
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let certificate: EIDASCertificate
+        do {
+            certificate = try EIDASCertificate(der: bytes)
+        } catch {
+            throw Failure(status: 4, message: "the chain file is neither PEM nor a DER certificate (\(error)); give the certificate chain in PEM (BEGIN CERTIFICATE, leaf first) or the leaf alone in DER", pointsToHelp: false)
+        }
+        let base64 = Data(certificate.der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        return "-----BEGIN CERTIFICATE-----\n\(base64)\n-----END CERTIFICATE-----\n"
     }
 }
 
