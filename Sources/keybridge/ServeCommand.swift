@@ -78,6 +78,12 @@ enum ServeCommand {
                     Output.error("--hash-token reads the token from standard input, which was empty")
                     return 2
                 }
+                // An inner line break or control character cannot travel in an Authorization
+                // header (the broker refuses such values), so its hash would never match.
+                guard !token.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                    Output.error("--hash-token: the token holds a line break, tab or another control character, which no caller can send in an Authorization header; use visible characters only, for example from 'openssl rand -hex 32'")
+                    return 2
+                }
                 print(Broker.tokenSHA256(token))
                 return 0
             case "--config", "--listen":
