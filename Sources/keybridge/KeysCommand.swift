@@ -220,7 +220,7 @@ enum KeysCommand {
         if options.has("--json") {
             print(listJSON(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate))
         } else {
-            print(listText(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate), terminator: "")
+            print(visible(listText(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate)), terminator: "")
         }
         return 0
     }
@@ -388,10 +388,7 @@ enum KeysCommand {
         guard let spec = KeyPairSpec(parsing: typeText) else {
             throw Failure.usage("unknown --type '\(typeText.prefix(20))'; use one of \(KeyPairSpec.accepted.joined(separator: ", "))")
         }
-        let label = try options.required("--label")
-        guard label.utf8.count <= 128, !label.contains(where: { $0.isNewline }) else {
-            throw Failure.usage("--label must be one line of at most 128 bytes")
-        }
+        let label = try checkedLabel(try options.required("--label"))
         let id = try parseID(try options.required("--id"))
         guard let tokenText = try options.value("--token", "--token-uri") else {
             throw Failure.usage("--token is required: the token to create the key in, e.g. 'pkcs11:token=keybridge?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/pin'")
@@ -499,7 +496,7 @@ enum KeysCommand {
         let entries: [TokenCertificateImport.Entry]
         do {
             entries = try TokenCertificateImport.importChain(pem: chainText, keyURI: keyText,
-                                                             leafLabel: try options.value("--label"), replace: options.has("--replace"))
+                                                             leafLabel: try options.value("--label").map(checkedLabel), replace: options.has("--replace"))
         } catch let error as TokenCertificateImport.Failure {
             switch error.kind {
             case "usage": throw Failure.usage(error.reason)
@@ -519,6 +516,31 @@ enum KeysCommand {
 }
 
 extension KeysCommand {
+    /// A `--label` for a new object: one line of at most 128 bytes without control characters.
+    /// An ESC or tab in a label was stored and then written raw to the terminal by every
+    /// message and listing that names the object.
+    static func checkedLabel(_ label: String) throws(Failure) -> String {
+        guard label.utf8.count <= 128, !label.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw Failure.usage("--label must be one line of at most 128 bytes without tabs, escapes or other control characters")
+        }
+        return label
+    }
+
+    /// Text for a terminal with each control character except the line break shown as `\u{1B}`:
+    /// labels on the token may come from other tools, and an ESC sequence in one would
+    /// otherwise drive the operator's terminal.
+    static func visible(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar.properties.generalCategory == .control && scalar != "\n" {
+                out.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
+            } else {
+                out.append(scalar)
+            }
+        }
+        return String(out)
+    }
+
     /// The chain file as PEM text. A file without a PEM block is read as one DER certificate,
     /// the form many QTSPs deliver (.cer); the error already promised "PEM or DER" but only PEM
     /// was read.
