@@ -52,7 +52,8 @@ final class BrokerConfigurationHardeningTests: XCTestCase {
         XCTAssertTrue(inRetry.contains("banks.b.retry"), inRetry)
         let inCaller = try XCTUnwrap(reason(configuration(callers: #"{"name":"c","tokenSHA256":"\#(hash)","banks":["b"],"bank":["x"]}"#)))
         XCTAssertTrue(inCaller.contains("callers[0]"), inCaller)
-        // Signing options are the profile's own and stay free-form.
+        // Signing options are checked against their profile when the bank is set up
+        // (SigningOptionsCheckTests), not by the file schema.
         XCTAssertNil(reason(configuration(banks: #""b":\#(bank(#","signing":{"profile":"jws","key":"pkcs11:object=s","options":{"anything":1}}"#))"#)))
     }
 
