@@ -104,6 +104,10 @@ enum ServeCommand {
             return 2
         }
 
+        // A service must not die silently when whoever read the port has gone: with SIGPIPE
+        // (default: terminate) `serve | true` ended without a word on writing the port.
+        signal(SIGPIPE, SIG_IGN)
+
         // Blocked before any thread starts, so the signals reach only sigwait below.
         var signals = sigset_t()
         sigemptyset(&signals)
