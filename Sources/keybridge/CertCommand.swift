@@ -108,7 +108,7 @@ enum CertCommand {
                 throw Failure(status: 3, message: "cannot read the certificate from the token: \(error)")
             }
             guard let leaf = chain.first else {
-                throw Failure(status: 3, message: "the token returned no certificate for \(displayName(source)); check object= or id= with 'pkcs11-tool --list-objects --type cert'")
+                throw Failure(status: 3, message: "the token returned no certificate for \(displayName(source)); check object= or id= with 'keybridge keys list --token …'")
             }
             bytes = leaf
         } else {
