@@ -128,10 +128,13 @@ struct BrokerSigner: @unchecked Sendable {
         certificateDER = certificate
         func options<Settings: Decodable>(_ type: Settings.Type) throws(BrokerError) -> Settings? {
             guard let data = signing.options?.data else { return nil }
+            if let problem = SigningOptionsCheck.problem(in: data, profile: signing.profile.rawValue) {
+                throw BrokerError("bank '\(bank)': signing.options: \(problem)")
+            }
             do {
                 return try JSONDecoder().decode(Settings.self, from: data)
             } catch {
-                throw BrokerError("bank '\(bank)': signing.options do not fit the \(signing.profile.rawValue) profile: \(error)")
+                throw BrokerError("bank '\(bank)': signing.options do not fit the \(signing.profile.rawValue) profile: \(SigningOptionsCheck.describe(error))")
             }
         }
         do {

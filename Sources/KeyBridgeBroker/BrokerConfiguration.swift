@@ -106,6 +106,7 @@ public struct BrokerConfiguration: Sendable, Decodable {
     }
 
     public static func decode(_ data: Data, source: String = "the configuration") throws(BrokerError) -> BrokerConfiguration {
+        try BrokerConfigurationSchema.check(data, source: source)
         let configuration: BrokerConfiguration
         do {
             configuration = try JSONDecoder().decode(BrokerConfiguration.self, from: data)
@@ -208,6 +209,13 @@ public struct BrokerConfiguration: Sendable, Decodable {
             guard bank.key.lowercased().hasPrefix("pkcs11:") else {
                 throw BrokerError("\(source): banks.\(name).key must be a pkcs11: URI; the broker keeps keys on the token")
             }
+            // A wrong caFile otherwise shows only at the first request, as an upstream TLS error.
+            if let caFile = bank.caFile {
+                guard let pem = FileManager.default.contents(atPath: caFile),
+                      String(decoding: pem, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") else {
+                    throw BrokerError("\(source): banks.\(name).caFile \(caFile) cannot be read or holds no PEM certificate; give the file of the bank's trusted CA certificates")
+                }
+            }
             if let timeout = bank.timeoutSeconds, timeout < 1 {
                 throw BrokerError("\(source): banks.\(name).timeoutSeconds must be 1 or more")
             }
@@ -237,9 +245,16 @@ public struct BrokerConfiguration: Sendable, Decodable {
                 }
             }
         }
+        var tokenOwners: [[UInt8]: String] = [:]
         for caller in callers {
-            guard BrokerAuthenticator.digest(fromHex: caller.tokenSHA256) != nil else {
+            // digest(fromHex:) reads pairs with UInt8(_:radix:), which also takes "+f" or "-0".
+            guard caller.tokenSHA256.trimmingCharacters(in: .whitespaces).allSatisfy(\.isHexDigit),
+                  let digest = BrokerAuthenticator.digest(fromHex: caller.tokenSHA256) else {
                 throw BrokerError("\(source): caller '\(caller.name.prefix(40))' needs tokenSHA256 as 64 hex digits")
+            }
+            // One token for two callers would make the log and the allowed banks depend on order.
+            if let other = tokenOwners.updateValue(caller.name, forKey: Array(digest)) {
+                throw BrokerError("\(source): callers '\(other.prefix(40))' and '\(caller.name.prefix(40))' have the same tokenSHA256; give each caller its own token")
             }
             for bank in caller.banks where banks[bank] == nil {
                 throw BrokerError("\(source): caller '\(caller.name.prefix(40))' is allowed bank '\(bank.prefix(40))', which is not configured")

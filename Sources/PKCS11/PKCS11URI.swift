@@ -262,6 +262,11 @@ extension PKCS11URI {
             return
         }
         let text = try Self.text(value, name: name, component: .query)
+        // These name files and are handed to C, where a NUL would silently end the path early.
+        if known != .pinValue && value.contains(0) {
+            throw PKCS11URIError(code: .invalidValue,
+                                 reason: "the value of query attribute '\(name)' in PKCS#11 URI holds %00, a NUL byte, which no file path or module name can contain; remove it")
+        }
         switch known {
         case .pinSource: pinSource = text
         case .pinValue: pinValue = text

@@ -57,7 +57,8 @@ enum CertCommand {
             if options.json {
                 print(json(certificate, source: label))
             } else {
-                print(report(certificate, source: label, certificatesInFile: count), terminator: "")
+                // Certificates come from outside: an ESC in a name must not reach the terminal.
+                print(KeysCommand.visible(report(certificate, source: label, certificatesInFile: count)), terminator: "")
             }
             return 0
         } catch {

@@ -266,7 +266,10 @@ final class Doctor {
                     chain = try TokenCertificates.chain(uri: source).map { try EIDASCertificate(der: $0) }
                 } else {
                     let bytes = try CertCommand.readFile(source)
-                    chain = try EIDASCertificate.all(pem: String(decoding: bytes, as: UTF8.self))
+                    // A DER file (.cer) holds the leaf alone; the error text already offered DER.
+                    chain = bytes.firstRange(of: Array("-----BEGIN".utf8)) == nil
+                        ? [try EIDASCertificate(der: bytes)]
+                        : try EIDASCertificate.all(pem: String(decoding: bytes, as: UTF8.self))
                 }
                 record("certificate", title, .passed, "\(certificateSourceText): \(chainSummary(chain))")
             } catch let error as CertCommand.Failure {

@@ -73,7 +73,8 @@ enum DoctorCommand {
         if options.json {
             print(json(checks, verdict: verdict))
         } else {
-            print(text(checks, verdict: verdict, options: options), terminator: "")
+            // Names in the report come from certificates and token labels; keep escapes off the terminal.
+            print(KeysCommand.visible(text(checks, verdict: verdict, options: options)), terminator: "")
         }
         return verdict.rawValue
     }

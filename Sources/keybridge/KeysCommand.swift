@@ -172,19 +172,12 @@ enum KeysCommand {
     }
 
     /// Writes `text` to `path` through a temporary file in the same folder, so a reader never
-    /// sees half a file.
+    /// sees half a file; devices and FIFOs are written in place, `-` is standard output.
     static func writeAtomically(_ text: String, to path: String) throws(Failure) {
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do {
-            try Data(text.utf8).write(to: temporary)
+            try OutputFile.write(Data(text.utf8), to: path)
         } catch {
-            throw Failure(status: 26, message: "cannot write \(path): the folder does not exist or is not writable; check the path given to -o")
-        }
-        guard rename(temporary.path, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: temporary)
-            throw Failure(status: 26, message: "cannot write \(path): \(reason); check the path given to -o")
+            throw Failure(status: 26, message: error.message, pointsToHelp: false)
         }
     }
 
@@ -233,7 +226,7 @@ enum KeysCommand {
         if options.has("--json") {
             print(listJSON(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate))
         } else {
-            print(listText(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate), terminator: "")
+            print(visible(listText(objects, base: base, info: info, modulePath: modulePath, mechanisms: mechanisms, certificate: certificate)), terminator: "")
         }
         return 0
     }
@@ -401,10 +394,7 @@ enum KeysCommand {
         guard let spec = KeyPairSpec(parsing: typeText) else {
             throw Failure.usage("unknown --type '\(typeText.prefix(20))'; use one of \(KeyPairSpec.accepted.joined(separator: ", "))")
         }
-        let label = try options.required("--label")
-        guard label.utf8.count <= 128, !label.contains(where: { $0.isNewline }) else {
-            throw Failure.usage("--label must be one line of at most 128 bytes")
-        }
+        let label = try checkedLabel(try options.required("--label"))
         let id = try parseID(try options.required("--id"))
         guard let tokenText = try options.value("--token", "--token-uri") else {
             throw Failure.usage("--token is required: the token to create the key in, e.g. 'pkcs11:token=keybridge?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/pin'")
@@ -514,11 +504,12 @@ enum KeysCommand {
         let chainPath = try options.required("--chain")
         let keyText = try options.required("--key")
         guard keyText.hasPrefix("pkcs11:") else { throw Failure.usage("--key must be a pkcs11: URI of a token key") }
-        let pemBytes = try CertCommand.readFileForKeys(chainPath)
+        let chainBytes = try CertCommand.readFileForKeys(chainPath)
+        let chainText = try pemChain(chainBytes)
         let entries: [TokenCertificateImport.Entry]
         do {
-            entries = try TokenCertificateImport.importChain(pem: String(decoding: pemBytes, as: UTF8.self), keyURI: keyText,
-                                                             leafLabel: try options.value("--label"), replace: options.has("--replace"))
+            entries = try TokenCertificateImport.importChain(pem: chainText, keyURI: keyText,
+                                                             leafLabel: try options.value("--label").map(checkedLabel), replace: options.has("--replace"))
         } catch let error as TokenCertificateImport.Failure {
             switch error.kind {
             case "usage": throw Failure.usage(error.reason)
@@ -559,6 +550,50 @@ enum SigningMechanisms {
     /// The candidates the token offers and the key allows (no `CKA_ALLOWED_MECHANISMS`: all).
     static func usable(keyType: String?, offered: Set<UInt>, allowed: [UInt]?) -> [UInt] {
         candidates(keyType: keyType).filter { offered.contains($0) && (allowed?.contains($0) ?? true) }
+    }
+}
+
+extension KeysCommand {
+    /// A `--label` for a new object: one line of at most 128 bytes without control characters.
+    /// An ESC or tab in a label was stored and then written raw to the terminal by every
+    /// message and listing that names the object.
+    static func checkedLabel(_ label: String) throws(Failure) -> String {
+        guard label.utf8.count <= 128, !label.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw Failure.usage("--label must be one line of at most 128 bytes without tabs, escapes or other control characters")
+        }
+        return label
+    }
+
+    /// Text for a terminal with each control character except the line break shown as `\u{1B}`:
+    /// labels on the token may come from other tools, and an ESC sequence in one would
+    /// otherwise drive the operator's terminal.
+    static func visible(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar.properties.generalCategory == .control && scalar != "\n" {
+                out.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
+            } else {
+                out.append(scalar)
+            }
+        }
+        return String(out)
+    }
+
+    /// The chain file as PEM text. A file without a PEM block is read as one DER certificate,
+    /// the form many QTSPs deliver (.cer); the error already promised "PEM or DER" but only PEM
+    /// was read.
+    static func pemChain(_ bytes: [UInt8]) throws(Failure) -> String {
+        guard !bytes.isEmpty, bytes.firstRange(of: Array("-----BEGIN".utf8)) == nil else {
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let certificate: EIDASCertificate
+        do {
+            certificate = try EIDASCertificate(der: bytes)
+        } catch {
+            throw Failure(status: 4, message: "the chain file is neither PEM nor a DER certificate (\(error)); give the certificate chain in PEM (BEGIN CERTIFICATE, leaf first) or the leaf alone in DER", pointsToHelp: false)
+        }
+        let base64 = Data(certificate.der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        return "-----BEGIN CERTIFICATE-----\n\(base64)\n-----END CERTIFICATE-----\n"
     }
 }
 

@@ -259,33 +259,10 @@ enum RequestCommand {
             }
             return
         }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw KeyBridgeError(.file, "\(path) is a directory; give -o a file name")
-        }
-        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        guard FileManager.default.fileExists(atPath: folder) else {
-            throw KeyBridgeError(.file, "the folder \(folder) does not exist; create it or choose another -o path")
-        }
-        // A device or pipe (/dev/null, a FIFO) is written in place: the atomic write renames a
-        // temporary file over the path, which (as root) replaced /dev/null with a regular file.
-        var info = stat()
-        if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
-            guard let handle = FileHandle(forWritingAtPath: path) else {
-                throw KeyBridgeError(.file, "cannot open \(path) for writing; check its permissions or choose another -o path")
-            }
-            do {
-                try handle.write(contentsOf: data)
-                try handle.close()
-            } catch {
-                throw KeyBridgeError(.file, "cannot write the response to \(path) (\(error.localizedDescription))")
-            }
-            return
-        }
         do {
-            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            try OutputFile.write(data, to: path)
         } catch {
-            throw KeyBridgeError(.file, "cannot write the response to \(path) (\(error.localizedDescription)); check that the folder is writable")
+            throw KeyBridgeError(.file, error.message)
         }
     }
 }

@@ -150,10 +150,13 @@ struct RequestSigningOptions {
         guard let data = FileManager.default.contents(atPath: options) else {
             throw KeyBridgeError(.file, "cannot read the signing options \(options); check --sign-options")
         }
+        if let problem = SigningOptionsCheck.problem(in: data, profile: format?.rawValue ?? "") {
+            throw KeyBridgeError(.usage, "--sign-options \(options): \(problem)")
+        }
         do {
             return try JSONDecoder().decode(Settings.self, from: data)
         } catch {
-            throw KeyBridgeError(.usage, "--sign-options \(options) does not fit the \(format?.rawValue ?? "") profile: \(error)")
+            throw KeyBridgeError(.usage, "--sign-options \(options) does not fit the \(format?.rawValue ?? "") profile: \(SigningOptionsCheck.describe(error))")
         }
     }
 

@@ -89,6 +89,12 @@ enum ServeCommand {
                     Output.error("--hash-token reads the token from standard input, which was empty")
                     return 2
                 }
+                // An inner line break or control character cannot travel in an Authorization
+                // header (the broker refuses such values), so its hash would never match.
+                guard !token.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                    Output.error("--hash-token: the token holds a line break, tab or another control character, which no caller can send in an Authorization header; use visible characters only, for example from 'openssl rand -hex 32'")
+                    return 2
+                }
                 print(Broker.tokenSHA256(token))
                 return 0
             case "--config", "--listen":
@@ -108,6 +114,10 @@ enum ServeCommand {
             Output.error("--config FILE is required; run 'keybridge serve --help' for an example")
             return 2
         }
+
+        // A service must not die silently when whoever read the port has gone: with SIGPIPE
+        // (default: terminate) `serve | true` ended without a word on writing the port.
+        signal(SIGPIPE, SIG_IGN)
 
         // Blocked before any thread starts, so the signals reach only sigwait below.
         var signals = sigset_t()
