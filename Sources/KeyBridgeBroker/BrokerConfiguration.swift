@@ -209,13 +209,6 @@ public struct BrokerConfiguration: Sendable, Decodable {
             guard bank.key.lowercased().hasPrefix("pkcs11:") else {
                 throw BrokerError("\(source): banks.\(name).key must be a pkcs11: URI; the broker keeps keys on the token")
             }
-            // A wrong caFile otherwise shows only at the first request, as an upstream TLS error.
-            if let caFile = bank.caFile {
-                guard let pem = FileManager.default.contents(atPath: caFile),
-                      String(decoding: pem, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") else {
-                    throw BrokerError("\(source): banks.\(name).caFile \(caFile) cannot be read or holds no PEM certificate; give the file of the bank's trusted CA certificates")
-                }
-            }
             if let timeout = bank.timeoutSeconds, timeout < 1 {
                 throw BrokerError("\(source): banks.\(name).timeoutSeconds must be 1 or more")
             }

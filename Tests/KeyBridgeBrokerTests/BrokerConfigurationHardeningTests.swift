@@ -79,10 +79,23 @@ final class BrokerConfigurationHardeningTests: XCTestCase {
         XCTAssertTrue(text.contains("64 hex digits"), text)
     }
 
+    /// The reason `load` gives for a configuration written to a file: it also checks the files.
+    private func loadReason(_ json: String) throws -> String? {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("broker-\(UUID().uuidString).json").path
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            _ = try BrokerConfiguration.load(path: path)
+            return nil
+        } catch {
+            return error.reason
+        }
+    }
+
     func testUnreadableOrEmptyCAFileIsRefusedAtLoad() throws {
-        let missing = try XCTUnwrap(reason(configuration(banks: #""b":{"upstream":"https://x.example","caFile":"/nonexistent/ca.pem","key":"pkcs11:object=k","cert":"c"}"#)))
+        let missing = try XCTUnwrap(loadReason(configuration(banks: #""b":{"upstream":"https://x.example","caFile":"/nonexistent/ca.pem","key":"pkcs11:object=k","cert":"c"}"#)))
         XCTAssertTrue(missing.contains("banks.b.caFile /nonexistent/ca.pem"), missing)
-        let notPEM = try XCTUnwrap(reason(configuration(banks: #""b":{"upstream":"https://x.example","caFile":"/etc/hostname","key":"pkcs11:object=k","cert":"c"}"#)))
+        let notPEM = try XCTUnwrap(loadReason(configuration(banks: #""b":{"upstream":"https://x.example","caFile":"/etc/hostname","key":"pkcs11:object=k","cert":"c"}"#)))
         XCTAssertTrue(notPEM.contains("holds no PEM certificate"), notPEM)
     }
 
