@@ -24,9 +24,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # p11-kit-1) are needed too and not always pulled in by the others.
 DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
-	libp11-kit-dev openssl
+	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test clean
+.PHONY: deps build setup demo test clean man docs
 
 deps:
 	@missing=(); \
@@ -101,3 +101,18 @@ test: deps build setup
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi
 	rm -rf $(STATE) .build
+
+# The man page, generated from the CLI's help texts (ManPageTests checks it is current).
+man: build
+	.build/debug/keybridge help --man > docs/keybridge.1
+
+# DocC HTML for the library catalogs, in .build/docs/MODULE (the toolchain's docc; no plugin needed).
+DOCC ?= $(dir $(SWIFT))docc
+docs: build
+	$(SWIFT) package dump-symbol-graph >/dev/null
+	@for m in PKCS11 KeyBridgeTLS OpenBanking; do \
+	  rm -rf .build/docs/symbols/$$m; mkdir -p .build/docs/symbols/$$m; \
+	  cp .build/*/symbolgraph/$$m.symbols.json .build/*/symbolgraph/$$m@*.symbols.json .build/docs/symbols/$$m/ 2>/dev/null || true; \
+	  $(DOCC) convert Sources/$$m/$$m.docc --additional-symbol-graph-dir .build/docs/symbols/$$m \
+	    --fallback-display-name $$m --fallback-bundle-identifier org.keybridge.$$m --output-path .build/docs/$$m; \
+	done

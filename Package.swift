@@ -33,6 +33,7 @@ let package = Package(
         .testTarget(name: "KeyBridgeProviderTests", dependencies: ["KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "KeyBridgeTLSTests", dependencies: ["KeyBridgeTLS", "PKCS11", "KeyBridgeTestSupport"]),
         .testTarget(name: "KeyBridgeBrokerTests", dependencies: ["KeyBridgeBroker", "KeyBridgeTestSupport"]),
+        .testTarget(name: "OperatorToolsTests", dependencies: ["KeyBridgeTestSupport", "PKCS11", "KeyBridgeTLS", "KeyBridgeProvider", "OpenBanking"]),
         .testTarget(name: "OpenBankingTests", dependencies: ["OpenBanking", "KeyBridgeProvider", "PKCS11", "KeyBridgeTestSupport", "MockBank"]),
     ],
     swiftLanguageModes: [.v6]

@@ -355,7 +355,9 @@ public struct BerlinGroupSigner: Sendable {
     /// `x-request-id`, `date`, then `psu-id`, `psu-corporate-id` and `tpp-redirect-uri` when
     /// present, then the profile's extra headers.
     ///
-    /// - Parameter now: the time for a `Date` header the request lacks.
+    /// - Parameters:
+    ///   - request: the request to sign; it is not changed.
+    ///   - now: the time for a `Date` header the request lacks.
     /// - Throws: `OpenBankingError` when a header to sign is missing or holds CR or LF, when the
     ///   request already has a `Signature` or a `Digest` that is not the body's, or when the
     ///   token cannot sign.

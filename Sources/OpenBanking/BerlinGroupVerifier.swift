@@ -173,7 +173,9 @@ public struct BerlinGroupVerifier: Sendable {
 
     /// Verifies a received request (method, URL, headers and raw body).
     ///
-    /// - Parameter now: the clock for `maximumClockSkew`.
+    /// - Parameters:
+    ///   - request: the request as received.
+    ///   - now: the clock for `maximumClockSkew`.
     /// - Returns: what the request was signed with.
     /// - Throws: `OpenBankingError` naming the first check that failed, e.g.
     ///   "Digest does not match the body", "signature does not verify",

@@ -86,6 +86,7 @@ public struct HTTPMessageMACSigner: Sendable {
 
     /// Signs `request` as it is, without changing it.
     /// - Parameters:
+    ///   - request: the request to sign.
     ///   - created: the `created` time (whole seconds); nil leaves `created` out.
     ///   - nonce: a `nonce` value, e.g. from `HTTPMessageSigner.makeNonce()`.
     public func signature(for request: HTTPRequestParts, created: Date? = Date(),

@@ -47,6 +47,10 @@ enum Help {
       serve          mTLS broker: forwards /{bank}/… with the token's QWAC and signs with its QSealC
                      (keybridge serve --config broker.json; see 'keybridge serve --help')
       mock-bank      Local PSD2 bank sandbox behind nginx: checks QWAC, QSealC, digest and signature
+      keys           Token keys: list, generate (never extractable), csr (PSD2 QWAC/QSealC request),
+                     import-cert (store the issued chain beside the key); see 'keybridge keys --help'
+      doctor         Check module, token, PIN, key, mechanisms, certificate, chain, expiry, PSD2 roles
+                     and optionally a handshake with the bank; exit 0 fit, 1 warnings, 3 not fit
       --version      Print the version
 
     Keys are named by RFC 7512 URIs, for example:
@@ -98,4 +102,65 @@ enum Help {
     cannot be read or written; 28 timeout; 35 TLS handshake failed; 60 server certificate not
     trusted; 63 a request body over 64 MiB or a response over 256 MiB.
     """
+}
+
+/// Progress lines for long work, on standard error and only when it is a terminal: scripts and
+/// monitoring jobs that capture standard error see nothing extra.
+final class ProgressLine: @unchecked Sendable {
+    // `lastLength` and `finished` are guarded by `lock`; the ticker thread and the caller share them.
+    private let lock = NSLock()
+    private var lastLength = 0
+    private var finished = false
+    let enabled: Bool
+
+    init(enabled: Bool = ProgressLine.standardErrorIsTerminal) {
+        self.enabled = enabled
+    }
+
+    /// `KEYBRIDGE_PROGRESS=0` silences progress even on a terminal.
+    static var standardErrorIsTerminal: Bool {
+        isatty(STDERR_FILENO) == 1 && ProcessInfo.processInfo.environment["KEYBRIDGE_PROGRESS"] != "0"
+    }
+
+    /// Replaces the current progress line.
+    func update(_ text: String) {
+        guard enabled else { return }
+        lock.withLock {
+            guard !finished else { return }
+            Output.raw("\r\u{1B}[K" + text)
+            lastLength = text.count
+        }
+    }
+
+    /// Clears the progress line, so the next message starts on a clean line.
+    func finish() {
+        guard enabled else { return }
+        lock.withLock {
+            if lastLength > 0 { Output.raw("\r\u{1B}[K") }
+            lastLength = 0
+            finished = true
+        }
+    }
+
+    /// Runs `work` while a line with `message` and the seconds elapsed is refreshed every
+    /// half second: for calls such as key generation on a slow HSM that report nothing
+    /// themselves.
+    func whileRunning<R>(_ message: String, _ work: () throws -> R) rethrows -> R {
+        guard enabled else { return try work() }
+        let start = Date()
+        update("\(message)…")
+        let ticker = Thread { [self] in
+            while !Thread.current.isCancelled {
+                Thread.sleep(forTimeInterval: 0.5)
+                if Thread.current.isCancelled { break }
+                update(String(format: "%@… %.0f s", message, Date().timeIntervalSince(start)))
+            }
+        }
+        ticker.start()
+        defer {
+            ticker.cancel()
+            finish()
+        }
+        return try work()
+    }
 }

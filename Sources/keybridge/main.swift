@@ -15,6 +15,13 @@ case "serve":
     status = ServeCommand.run(Array(arguments.dropFirst()))
 case "mock-bank":
     status = MockBankCommand.run(Array(arguments.dropFirst()))
+case "keys":
+    status = KeysCommand.run(Array(arguments.dropFirst()))
+case "doctor":
+    status = DoctorCommand.run(Array(arguments.dropFirst()))
+case "help" where arguments.count == 2 && arguments[1] == "--man":
+    print(ManPage.render(), terminator: "")
+    status = 0
 case "-h", "--help", "help", nil:
     print(Help.overview)
     status = arguments.isEmpty ? 2 : 0
