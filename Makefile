@@ -7,6 +7,8 @@
 #                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank)
 #   make test    deps + build + setup + swift test
 #   make clean   remove .state and .build
+#   make check-deep  sanitizers (TSan, ASan), leaks and fuzzing; slow, not part of make test
+#                (FUZZ_SECONDS=600 per fuzz target; see scripts/check-deep)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -26,7 +28,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test clean man docs
+.PHONY: deps build setup demo test clean man docs check-deep
 
 deps:
 	@missing=(); \
@@ -116,3 +118,9 @@ docs: build
 	  $(DOCC) convert Sources/$$m/$$m.docc --additional-symbol-graph-dir .build/docs/symbols/$$m \
 	    --fallback-display-name $$m --fallback-bundle-identifier org.keybridge.$$m --output-path .build/docs/$$m; \
 	done
+
+# Deep checks (README "Deep checks: sanitizers and fuzzing"): the suite under ThreadSanitizer
+# and AddressSanitizer, 10,000 handshakes and signatures under LeakSanitizer, and each libFuzzer
+# target for FUZZ_SECONDS (default 600). Builds in its own .build/ scratch folders.
+check-deep: deps
+	scripts/check-deep
