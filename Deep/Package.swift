@@ -26,6 +26,7 @@ let package = Package(
         .executableTarget(name: "LeakCheck", dependencies: [
             .product(name: "KeyBridgeTLS", package: "KeyBridge"),
             .product(name: "KeyBridgeProvider", package: "KeyBridge"),
+            .product(name: "PKCS11", package: "KeyBridge"),
         ]),
     ],
     swiftLanguageModes: [.v6]

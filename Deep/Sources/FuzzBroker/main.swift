@@ -3,8 +3,12 @@
 //
 // Input format: the first line names the mode.
 //   request   method, request target, "Name: value" headers up to an empty line, then the body;
-//             handled by a broker with one known caller and no bank (banks need a token, so the
-//             handling stops at the bank lookup; everything before it is fuzzed)
+//             handled by a broker with one known caller. Without a token the broker has no
+//             bank and handling stops at the bank lookup. With KEYBRIDGE_FUZZ_STATE set to a
+//             softhsm-setup state folder (and SOFTHSM2_CONF to its config), bank "acme" exists:
+//             its mTLS and Berlin Group signing keys are on the token and its upstream is a
+//             closed loopback port, so the path checks, URL building, header filtering and
+//             signing run on every input that gets that far, and the send fails fast.
 //   config    the rest is a broker configuration file
 // Any other first line treats the whole input as a configuration file.
 //
@@ -18,9 +22,32 @@ import FuzzSupport
 /// The token the broker knows; distinctive, so finding it in an answer cannot be chance.
 let knownToken = "fuzz-bearer-token-4f1c2a9e7d"
 
+/// The token state folder, when the bank "acme" is to be configured.
+let state = ProcessInfo.processInfo.environment["KEYBRIDGE_FUZZ_STATE"]
+
+/// A JSON string literal.
+func quoted(_ text: String) -> String {
+    String(decoding: try! JSONSerialization.data(withJSONObject: text, options: [.fragmentsAllowed]), as: UTF8.self)
+}
+
 let broker: Broker = {
+    var banks = "{}"
+    if let state {
+        func uri(_ name: String) -> String {
+            (try! String(contentsOfFile: state + "/uris/" + name, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // Port 1 on loopback: nothing listens, so each forwarded request fails at connect.
+        // RSA keys only: an EC key keeps its parameters in an enum payload whose pointer carries
+        // the case tag in its spare bits, and libFuzzer's leak check (LeakSanitizer) cannot see
+        // such a pointer, so the live broker's EC key would be reported as a leak.
+        banks = """
+            {"acme": {"upstream": "https://127.0.0.1:1/base/", "caFile": \(quoted(state + "/pki/root-ca.pem")),
+                      "key": \(quoted(uri("rsa"))), "cert": \(quoted(state + "/pki/client-rsa-chain.pem")), "timeoutSeconds": 1,
+                      "signing": {"profile": "berlin-group", "key": \(quoted(uri("rsa"))), "cert": \(quoted(state + "/pki/client-rsa.pem"))}}}
+            """
+    }
     let json = """
-        {"listen": "127.0.0.1:0", "banks": {}, "maxBodyBytes": 64,
+        {"listen": "127.0.0.1:0", "banks": \(banks), "maxBodyBytes": 64,
          "callers": [{"name": "fuzz-caller", "tokenSHA256": "\(Broker.tokenSHA256(knownToken))", "banks": ["acme", "bank-b"]}]}
         """
     // Decoded without `validate`, which insists on at least one bank.
@@ -82,9 +109,18 @@ func checkRequest(_ request: BrokerRequest) {
         precondition([200, 405, 503].contains(response.status), "operational route answered \(response.status)")
         return
     }
-    precondition([400, 401, 403, 404, 413].contains(response.status), "unexpected status \(response.status) without a bank")
+    // With the bank, a request that passes every check is signed and sent, and the send fails.
+    let allowed = state == nil ? [400, 401, 403, 404, 413] : [400, 401, 403, 404, 413, 502, 504]
+    precondition(allowed.contains(response.status), "unexpected status \(response.status)")
     let object = (try? JSONSerialization.jsonObject(with: response.body)) as? [String: String]
     precondition(object?["error"] != nil && object?["cause"] != nil, "the error answer is not {error, cause} JSON")
+    if let error = object?["error"], error.hasPrefix("upstream-") || error == "signing-failed" {
+        // It got past the path check: no segment of the path may be "." or ".." (also %2e-encoded).
+        let path = request.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let segments = path.lowercased().replacingOccurrences(of: "%2e", with: ".").split(separator: "/", omittingEmptySubsequences: false)
+        precondition(!segments.contains { $0 == "." || $0 == ".." }, "a path with dot segments was forwarded: \(request.target)")
+        precondition(error != "signing-failed", "the token could not sign a request that passed the checks: \(object?["cause"] ?? "")")
+    }
 
     let badValue = request.headers.contains { header in header.value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 } }
     if badValue && request.method.uppercased() != "CONNECT" && request.target.hasPrefix("/") && BrokerHTTP.isToken(request.method) {

@@ -3,7 +3,7 @@
 // no longer reachable (EVP_PKEY, SSL_CTX, provider key objects, PKCS#11 session wrappers).
 //
 //   leak-check --url https://localhost:PORT/ --cacert ROOT.pem --cert CHAIN.pem --key pkcs11:…
-//              [--handshakes 10000] [--signs 10000] [--control-leak yes]
+//              [--handshakes 10000] [--signs 10000] [--cache-keys no] [--control-leak yes]
 //
 // Handshakes: every request says "Connection: close" to a server without session resumption
 // (scripts/bank-nginx), so each one is a full handshake in which the token key signs; every
@@ -12,11 +12,15 @@
 // Exits non-zero when any operation fails or the counts do not add up. SOFTHSM2_CONF must
 // point at the token.
 //
+// `--cache-keys no` turns off PKCS11's cache of keys found by URI, so every new client and
+// ProviderKey also looks the key up again and frees its PrivateKey (with its token objects) later.
+//
 // `--control-leak yes` also drops one ProviderKey (and with it an EVP_PKEY and a provider key
 // object) without releasing it: the control run, which LeakSanitizer must catch.
 import Foundation
 import KeyBridgeProvider
 import KeyBridgeTLS
+import PKCS11
 
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("leak-check: error: \(message)\n".utf8))
@@ -28,7 +32,7 @@ func parseOptions() -> [String: String] {
     var arguments = CommandLine.arguments.dropFirst()
     while let name = arguments.popFirst() {
         guard name.hasPrefix("--"), let value = arguments.popFirst() else {
-            fail("usage: leak-check --url URL --cacert FILE --cert FILE --key URI [--handshakes N] [--signs N]")
+            fail("usage: leak-check --url URL --cacert FILE --cert FILE --key URI [--handshakes N] [--signs N] [--cache-keys no] [--control-leak yes]")
         }
         options[String(name.dropFirst(2))] = value
     }
@@ -43,6 +47,7 @@ let url = option("url")
 let handshakes = Int(options["handshakes"] ?? "10000") ?? 10_000
 let signs = Int(options["signs"] ?? "10000") ?? 10_000
 let renewEvery = 20
+if options["cache-keys"] == "no" { PrivateKey.cachesKeys = false }
 let configuration = TLSConfiguration(certificateChain: .pemFile(option("cert")), key: .pkcs11(option("key")),
                                      trustRoots: .pemFile(option("cacert")))
 
