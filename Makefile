@@ -4,8 +4,10 @@
 #   make build   swift build
 #   make setup   deps + build + ./softhsm-setup (token and test PKI in .state)
 #   make demo    mTLS request with the token's RSA key to a local nginx bank, then a signed
-#                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank)
+#                Berlin Group POST through it to the PSD2 sandbox (keybridge mock-bank), then
+#                the same POST as plain HTTP through the broker (keybridge serve)
 #   make test    deps + build + setup + swift test
+#   make bench   deps + setup + release build + keybridge bench (issue 7; under 15 minutes)
 #   make clean   remove .state and .build
 #   make check-deep  sanitizers (TSan, ASan), leaks and fuzzing; slow, not part of make test
 #                (FUZZ_SECONDS=600 per fuzz target; see scripts/check-deep)
@@ -28,7 +30,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test clean man docs check-deep
+.PHONY: deps build setup demo test bench clean man docs check-deep
 
 deps:
 	@missing=(); \
@@ -53,11 +55,15 @@ setup: deps build
 # 2. The PSD2 sandbox (keybridge mock-bank) on a free port, nginx restarted to proxy /psd2/ to it,
 #    and a Berlin Group POST signed with the QSealC's token key (qseal-ec) sent through nginx;
 #    the sandbox logs one line to stderr and answers the JSON of what it checked.
-# Always stops nginx and the sandbox; fails when a request fails or the sandbox rejects the POST.
+# 3. The broker (keybridge serve) on a free port with a generated configuration: bank "sandbox" is
+#    the nginx /psd2/ route with the same two token keys, one caller with a random bearer token
+#    (the configuration holds only its SHA-256). curl sends the POST as plain HTTP; the broker
+#    does the mTLS and the signature; its JSON log line for the request is shown; SIGTERM stops it.
+# Always stops the broker, nginx and the sandbox; fails when a request fails or the sandbox rejects a POST.
 demo: deps build setup
 	@port=$$(scripts/bank-nginx start $(STATE)); \
-	mock_pid=; \
-	trap 'if [ -n "$$mock_pid" ]; then kill $$mock_pid 2>/dev/null || true; wait $$mock_pid 2>/dev/null || true; fi; scripts/bank-nginx stop $(STATE)' EXIT; \
+	mock_pid=; broker_pid=; \
+	trap 'for p in $$broker_pid $$mock_pid; do kill $$p 2>/dev/null || true; wait $$p 2>/dev/null || true; done; scripts/bank-nginx stop $(STATE)' EXIT; \
 	echo "bank nginx on https://localhost:$$port"; \
 	export SOFTHSM2_CONF=$(STATE)/softhsm2.conf; \
 	.build/debug/keybridge request -v \
@@ -83,6 +89,32 @@ demo: deps build setup
 	  https://localhost:$$port/psd2/v1/payments/sepa-credit-transfers); \
 	echo "the sandbox answered:"; \
 	if command -v python3 >/dev/null; then python3 -m json.tool <<<"$$answer"; else echo "$$answer"; fi; \
+	grep -q '"result":"accepted"' <<<"$$answer"; \
+	echo; \
+	mkdir -p $(STATE)/broker; rm -f $(STATE)/broker/port; \
+	broker_token=$$(openssl rand -hex 24); \
+	token_hash=$$(printf '%s' "$$broker_token" | .build/debug/keybridge serve --hash-token); \
+	printf '{"listen":"127.0.0.1:0","banks":{"sandbox":{"upstream":"https://localhost:%s/psd2","caFile":"%s","key":"%s","cert":"%s","signing":{"profile":"berlin-group","key":"%s","cert":"%s"},"retry":{"maxAttempts":3}}},"callers":[{"name":"demo","tokenSHA256":"%s","banks":["sandbox"]}]}\n' \
+	  "$$port" "$(STATE)/pki/root-ca.pem" "$$(cat .state/uris/rsa)" "$(STATE)/pki/client-rsa-chain.pem" \
+	  "$$(cat .state/uris/qseal-ec)" "$(STATE)/pki/qseal-ec.pem" "$$token_hash" >$(STATE)/broker/broker.json; \
+	.build/debug/keybridge serve --config $(STATE)/broker/broker.json >$(STATE)/broker/port 2>$(STATE)/broker/log & broker_pid=$$!; \
+	for _ in $$(seq 200); do \
+	  [ -s $(STATE)/broker/port ] && break; kill -0 $$broker_pid 2>/dev/null || { cat $(STATE)/broker/log; exit 1; }; sleep 0.05; \
+	done; \
+	broker_port=$$(cat $(STATE)/broker/port); \
+	echo "broker (keybridge serve) on http://127.0.0.1:$$broker_port, bank 'sandbox' = https://localhost:$$port/psd2"; \
+	echo "the same POST as plain HTTP with a bearer token; the broker does the mTLS (client-rsa) and the signature (qseal-ec):"; \
+	request_id=demo-$$(openssl rand -hex 8); \
+	answer=$$(curl -sS --max-time 30 -H "Authorization: Bearer $$broker_token" -H "X-Request-ID: $$request_id" \
+	  -H 'PSU-ID: demo' -H 'Content-Type: application/json' \
+	  -d '{"instructedAmount":{"currency":"EUR","amount":"12.34"}}' \
+	  http://127.0.0.1:$$broker_port/sandbox/v1/payments/sepa-credit-transfers); \
+	echo "the sandbox answered through the broker:"; \
+	if command -v python3 >/dev/null; then python3 -m json.tool <<<"$$answer"; else echo "$$answer"; fi; \
+	echo "the broker's log line for $$request_id:"; \
+	grep -F "\"requestId\":\"$$request_id\"" $(STATE)/broker/log; \
+	kill -TERM $$broker_pid; wait $$broker_pid; broker_pid=; \
+	echo "broker stopped (SIGTERM)"; \
 	grep -q '"result":"accepted"' <<<"$$answer"
 
 # Tests make their own token directories with ./softhsm-setup --state <tmp>;
@@ -99,6 +131,12 @@ test: deps build setup
 	failed=$$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$$summary"); \
 	if [ -n "$$summary" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
 	exit $$status
+
+# Release build, then every figure of issue 7; tables on stdout and in .state/bench/results.md,
+# figures in .state/bench/results.json. The benchmark makes its own token in .state/bench.
+bench: deps setup
+	$(SWIFT) build -c release
+	.build/release/keybridge bench --state $(STATE)
 
 clean:
 	@if [ -d $(STATE)/nginx ]; then scripts/bank-nginx stop $(STATE) || true; fi

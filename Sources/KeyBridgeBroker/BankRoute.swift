@@ -11,7 +11,8 @@ final class BankRoute: @unchecked Sendable {
     // signing key. Everything else is immutable after init.
     let name: String
     let upstream: String
-    let retries: Int
+    /// The retry policy; `nil` is one attempt only.
+    let retry: BrokerConfiguration.Retry?
     let timeoutSeconds: Int
     let client: HTTPClient
     let signer: BrokerSigner?
@@ -28,7 +29,7 @@ final class BankRoute: @unchecked Sendable {
     init(name: String, bank: BrokerConfiguration.Bank) throws(BrokerError) {
         self.name = name
         upstream = bank.upstream.hasSuffix("/") ? String(bank.upstream.dropLast()) : bank.upstream
-        retries = bank.retries ?? 0
+        retry = bank.retry
         timeoutSeconds = bank.timeoutSeconds ?? 30
         let configuration = TLSConfiguration(certificateChain: CertificateChainSource(parsing: bank.cert), key: .pkcs11(bank.key),
                                              trustRoots: bank.caFile.map { .pemFile($0) } ?? .system)
@@ -37,8 +38,10 @@ final class BankRoute: @unchecked Sendable {
         } catch {
             throw BrokerError("bank '\(name)': cannot load the mTLS identity: \(error.reason)")
         }
-        client.connectTimeout = timeoutSeconds
+        client.connectTimeout = bank.connectTimeoutSeconds ?? min(timeoutSeconds, 10)
         client.totalTimeout = timeoutSeconds
+        client.maximumConnections = bank.maxConnections ?? 8
+        client.allowsHTTP2 = bank.http2 ?? true
         signer = try bank.signing.map { signing throws(BrokerError) in try BrokerSigner(bank: name, signing) }
         mtlsKeyURI = bank.key
         do {

@@ -1,6 +1,7 @@
 import Foundation
 import KeyBridgeTLS
 import OpenBanking
+import PKCS11
 
 /// A request as the broker's HTTP server received it.
 public struct BrokerRequest: Sendable {
@@ -27,6 +28,10 @@ public struct BrokerResponse: Sendable {
     public var status: Int
     public var headers: [(name: String, value: String)]
     public var body: Data
+    /// The stable error code of a broker failure (for the log line); nil for the bank's answers.
+    var errorCode: String?
+    /// The `CKR_` code of a token outage (for the log line).
+    var tokenError: String?
 
     public init(status: Int, headers: [(name: String, value: String)] = [], body: Data = Data()) {
         self.status = status
@@ -36,15 +41,19 @@ public struct BrokerResponse: Sendable {
 
     /// `{"error": …, "cause": …}`: `error` is a stable code, `cause` a sentence for people.
     /// Neither ever holds the caller's token, a PIN or a key URI's query.
-    static func failure(_ status: Int, _ error: String, _ cause: String) -> BrokerResponse {
-        let object = ["error": error, "cause": cause]
+    static func failure(_ status: Int, _ error: String, _ cause: String, extra: [String: String] = [:]) -> BrokerResponse {
+        var object = extra
+        object["error"] = error
+        object["cause"] = cause
         let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-        return BrokerResponse(status: status, headers: [("Content-Type", "application/json")], body: body + Data("\n".utf8))
+        var response = BrokerResponse(status: status, headers: [("Content-Type", "application/json")], body: body + Data("\n".utf8))
+        response.errorCode = error
+        return response
     }
 }
 
 /// The mTLS broker: checks the caller, signs the request with the bank's token key and forwards
-/// it over the bank's mTLS client.
+/// it over the bank's mTLS client (a pool of kept-alive connections with TLS session resumption).
 ///
 /// `GET /healthz` and `GET /metrics` are answered by the broker itself, before bank routing and
 /// without a bearer token (see `operationalRoutes`): bind the broker to a private address.
@@ -56,38 +65,87 @@ public final class Broker: Sendable {
     private let log: @Sendable (String) -> Void
 
     /// Loads every bank's identity and signing key now, so a wrong PIN or a missing key stops
-    /// the start rather than the first request.
-    public init(configuration: BrokerConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) throws(BrokerError) {
+    /// the start rather than the first request. `log` receives one JSON line per request.
+    public convenience init(configuration: BrokerConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) throws(BrokerError) {
+        try self.init(configuration: configuration, log: log, metrics: nil)
+    }
+
+    private init(configuration: BrokerConfiguration, log: @escaping @Sendable (String) -> Void, metrics: BrokerMetrics?) throws(BrokerError) {
         self.configuration = configuration
         var routes: [String: BankRoute] = [:]
         for (name, bank) in configuration.banks.sorted(by: { $0.key < $1.key }) {
             routes[name] = try BankRoute(name: name, bank: bank)
         }
         self.routes = routes
-        metrics = BrokerMetrics(banks: Array(routes.keys))
+        if let metrics {
+            metrics.register(banks: Array(routes.keys))
+            self.metrics = metrics
+        } else {
+            self.metrics = BrokerMetrics(banks: Array(routes.keys))
+        }
         authenticator = BrokerAuthenticator(configuration.callers)
         self.log = log
     }
 
+    /// A broker for a new configuration (a reload): every bank's identity, certificates and keys
+    /// are loaded again, and the counters carry on. Throws, leaving this broker untouched, when
+    /// the configuration cannot be used.
+    public func reloaded(with configuration: BrokerConfiguration) throws(BrokerError) -> Broker {
+        try Broker(configuration: configuration, log: log, metrics: metrics)
+    }
+
+    /// Counts a configuration reload in `/metrics`.
+    public func recordReload(succeeded: Bool) { metrics.recordReload(succeeded: succeeded) }
+
     /// Hex of the SHA-256 of a bearer token, the form `callers[].tokenSHA256` takes.
     public static func tokenSHA256(_ token: String) -> String { BrokerAuthenticator.hexDigest(ofToken: token) }
 
-    /// Answers one request; never throws, every failure is a JSON error response.
-    public func handle(_ request: BrokerRequest) -> BrokerResponse {
-        if let answer = operationalResponse(request) { return answer }
-        let started = Date()
-        var bankName = "-"
-        var callerName = "-"
-        let response = respond(request, bank: &bankName, caller: &callerName)
-        metrics.recordRequest(bank: bankName, status: response.status, seconds: Date().timeIntervalSince(started))
-        let line: [String: Any] = [
-            "method": String(request.method.prefix(16)), "bank": bankName, "caller": callerName, "status": response.status,
-            "ms": Int(Date().timeIntervalSince(started) * 1000),
-            "requestId": request.header("X-Request-ID").map { String($0.prefix(80)) } ?? "",
+    /// One JSON object on one line, keys sorted, for the broker's log.
+    public static func logLine(_ fields: [String: any Sendable]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// What one request did, for its log line.
+    struct Trace {
+        var bank = "-"
+        var caller = "-"
+        var attempts = 0
+        var httpVersion: String?
+        /// "full", "resumed" or "reused" (a kept-alive connection).
+        var connection: String?
+        var upstreamStatus: Int?
+    }
+
+    /// Answers one request; never throws, every failure is a JSON error response. The answer
+    /// carries `X-Request-ID`: the caller's, or one the broker made.
+    ///
+    /// `bodyTooLarge` is for the server, which stops reading a body over `maxBodyBytes`: the
+    /// answer is then 413, logged like any other.
+    public func handle(_ request: BrokerRequest, bodyTooLarge: Bool = false) -> BrokerResponse {
+        if !bodyTooLarge, let answer = operationalResponse(request) { return answer }
+        let started = ProcessInfo.processInfo.systemUptime
+        let requestID = BrokerHTTP.requestID(request.header("X-Request-ID")) ?? UUID().uuidString.lowercased()
+        var trace = Trace()
+        var response = bodyTooLarge ? payloadTooLarge() : respond(request, requestID: requestID, trace: &trace)
+        let seconds = ProcessInfo.processInfo.systemUptime - started
+        metrics.recordRequest(bank: trace.bank, status: response.status, seconds: seconds)
+        response.headers.removeAll { $0.name.lowercased() == "x-request-id" }
+        response.headers.append(("X-Request-ID", requestID))
+
+        // Never the query (it may carry account numbers), the token, a header value or a PIN.
+        let path = request.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        var line: [String: any Sendable] = [
+            "time": ISO8601DateFormatter().string(from: Date()), "requestId": requestID,
+            "method": String(request.method.prefix(16)), "path": String(path.prefix(200)),
+            "bank": trace.bank, "caller": trace.caller, "status": response.status, "ms": Int((seconds * 1000).rounded()),
         ]
-        if let data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) {
-            log(String(decoding: data, as: UTF8.self))
-        }
+        if trace.attempts > 0 { line["attempts"] = trace.attempts }
+        if let version = trace.httpVersion { line["upstreamHttp"] = version }
+        if let connection = trace.connection { line["upstreamConnection"] = connection }
+        if let code = response.errorCode { line["error"] = code }
+        if let tokenError = response.tokenError { line["tokenError"] = tokenError }
+        log(Broker.logLine(line))
         return response
     }
 
@@ -96,7 +154,7 @@ public final class Broker: Sendable {
         .failure(413, "body-too-large", "the request body is larger than \(configuration.bodyLimit) bytes, the broker's maxBodyBytes")
     }
 
-    private func respond(_ request: BrokerRequest, bank bankName: inout String, caller callerName: inout String) -> BrokerResponse {
+    private func respond(_ request: BrokerRequest, requestID: String, trace: inout Trace) -> BrokerResponse {
         let method = request.method.uppercased()
         if method == "CONNECT" {
             return .failure(400, "connect-refused", "the broker is not an open proxy; CONNECT is refused")
@@ -121,7 +179,7 @@ public final class Broker: Sendable {
             return .failure(401, "unauthorized", request.header("Authorization") == nil
                 ? "no Authorization: Bearer token was sent" : "the bearer token is not one the broker knows")
         }
-        callerName = caller.name
+        trace.caller = caller.name
 
         // "/{bank}/{rest}?query": the bank is the first segment.
         let queryStart = request.target.firstIndex(of: "?")
@@ -132,7 +190,7 @@ public final class Broker: Sendable {
         guard let route = routes[name] else {
             return .failure(404, "unknown-bank", "no bank named '\(String(name.prefix(40)).filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })' is configured; the path must start with /{bank}/")
         }
-        bankName = name
+        trace.bank = name
         guard caller.banks.contains(name) else {
             return .failure(403, "bank-not-allowed", "caller '\(caller.name)' is not allowed bank '\(name)'")
         }
@@ -143,15 +201,20 @@ public final class Broker: Sendable {
             return .failure(400, "bad-path", "dot segments (. and ..) are refused in the path")
         }
         let url = route.upstream + rest + query
-        guard let parsedURL = URL(string: url) else {
-            return .failure(400, "bad-path", "the path and query do not make a valid URL")
+        // The upstream's scheme, host and port are the configured ones: nothing the caller sent
+        // (Host, an absolute path with "//", "@") can point the request elsewhere.
+        guard let parsedURL = URL(string: url), let upstreamURL = URL(string: route.upstream),
+              parsedURL.scheme == upstreamURL.scheme, parsedURL.host == upstreamURL.host, parsedURL.port == upstreamURL.port,
+              parsedURL.user == nil else {
+            return .failure(400, "bad-path", "the path and query do not make a valid URL on the bank's upstream")
         }
 
         var headers = request.headers.filter { header in
             let lower = header.name.lowercased()
-            return !BrokerHTTP.hopByHop.contains(lower) && !lower.hasPrefix("proxy-")
+            return !BrokerHTTP.hopByHop.contains(lower) && !lower.hasPrefix("proxy-") && lower != "x-request-id"
                 && !(route.signer != nil && BrokerHTTP.signatureHeaders.contains(lower))
         }
+        headers.append(("X-Request-ID", requestID))
         let body: Data? = request.body.isEmpty && ["GET", "HEAD", "DELETE", "OPTIONS"].contains(method) ? nil : request.body
         do {
             let signingStarted = ProcessInfo.processInfo.systemUptime
@@ -162,31 +225,66 @@ public final class Broker: Sendable {
             }
             headers += try route.signatureHeaders(HTTPRequestParts(method: method, url: parsedURL, headers: headers, body: request.body))
         } catch {
-            return .failure(502, "signing-failed", "the broker could not sign the request for bank '\(name)': \(error.reason)")
+            return .signingFailure(reason: error.reason, bank: name)
         }
 
         let outgoing = HTTPRequest(method: method, url: url, headers: headers, body: body)
-        var attempts = 1 + (BrokerHTTP.isIdempotent(method) ? route.retries : 0)
+        let maximumAttempts = BrokerHTTP.isIdempotent(method) ? (route.retry?.maxAttempts ?? 1) : 1
         while true {
-            attempts -= 1
+            trace.attempts += 1
             do {
                 let answer = try route.client.send(outgoing)
-                // A non-nil `tls` means this transfer made a new handshake; a client signature
-                // scheme means the mTLS key signed a CertificateVerify in it.
-                if let tls = answer.tls { metrics.recordHandshake(bank: name, signed: tls.clientSignatureScheme != nil) }
+                trace.httpVersion = answer.httpVersion
+                trace.upstreamStatus = answer.status
+                metrics.recordUpstreamResponse(bank: name, httpVersion: answer.httpVersion)
+                // A non-nil `tls` means this transfer opened a connection: a full handshake, in
+                // which the mTLS key signed a CertificateVerify, or a resumed one, which signs nothing.
+                if let tls = answer.tls {
+                    trace.connection = tls.resumed ? "resumed" : "full"
+                    metrics.recordHandshake(bank: name, resumed: tls.resumed, signed: !tls.resumed && tls.clientSignatureScheme != nil)
+                } else {
+                    trace.connection = "reused"
+                }
                 let passed = answer.headers.filter { !BrokerHTTP.responseDropped.contains($0.name.lowercased()) && !$0.name.lowercased().hasPrefix("proxy-") }
                 return BrokerResponse(status: answer.status, headers: passed, body: answer.body)
             } catch {
-                if attempts > 0 && error.kind == .transport { continue }
-                return BrokerResponse.upstreamFailure(error, bank: name)
+                // Only a lost connection is tried again: the request may not have reached the bank
+                // at all, and for an idempotent method a second copy does no harm.
+                guard trace.attempts < maximumAttempts, error.kind == .transport, TokenOutage.cause(in: error.reason) == nil,
+                      let retry = route.retry else {
+                    return BrokerResponse.upstreamFailure(error, bank: name, attempts: trace.attempts)
+                }
+                metrics.recordRetry(bank: name)
+                Thread.sleep(forTimeInterval: retry.delay(beforeAttempt: trace.attempts + 1))
             }
         }
     }
 }
 
+/// Token failures that mean the token (or the session with it) is gone, not that the request
+/// is wrong: the answer is 503, and the caller may try again once the token is back.
+enum TokenOutage {
+    static let returnValues: [ReturnValue] = [
+        .deviceRemoved, .tokenNotPresent, .deviceError, .sessionClosed, .sessionHandleInvalid, .userNotLoggedIn,
+        .cryptokiNotInitialized, ReturnValue(rawValue: 0x31) /* CKR_DEVICE_MEMORY */, ReturnValue(rawValue: 0xE1) /* CKR_TOKEN_NOT_RECOGNIZED */,
+    ]
+
+    /// The `CKR_` name of the first outage code named in an error text (the provider and the
+    /// PKCS#11 layer put the name in every token error they report), or nil.
+    static func cause(in text: String) -> String? {
+        returnValues.first { text.contains($0.name) }?.name
+    }
+}
+
 extension BrokerResponse {
     /// 504 for a timeout, 502 for everything else that kept the upstream from answering.
-    static func upstreamFailure(_ error: KeyBridgeError, bank: String) -> BrokerResponse {
+    /// The answer when the upstream gave none: 503 for a token outage (the handshake could not
+    /// be signed), 504 for a timeout, 502 for everything else.
+    static func upstreamFailure(_ error: KeyBridgeError, bank: String, attempts: Int = 1) -> BrokerResponse {
+        if let code = TokenOutage.cause(in: error.reason) {
+            return .tokenUnavailable(bank: bank, code: code, detail: "the mTLS handshake could not be signed: \(error.reason)")
+        }
+        let tried = attempts > 1 ? " (\(attempts) attempts)" : ""
         switch error.kind {
         case .timeout:
             return .failure(504, "upstream-timeout", "bank '\(bank)' did not answer in time: \(error.reason)")
@@ -197,7 +295,26 @@ extension BrokerResponse {
         case .tooLarge:
             return .failure(502, "upstream-too-large", "bank '\(bank)': \(error.reason)")
         default:
-            return .failure(502, "upstream-unreachable", "bank '\(bank)': \(error.reason)")
+            return .failure(502, "upstream-unreachable", "bank '\(bank)': \(error.reason)\(tried)")
         }
+    }
+}
+
+extension BrokerResponse {
+    /// 503 `token_unavailable`: the token (HSM) cannot sign now; `code` is the `CKR_` cause.
+    static func tokenUnavailable(bank: String, code: String, detail: String) -> BrokerResponse {
+        var response = BrokerResponse.failure(503, "token_unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
+                                              extra: ["pkcs11": code])
+        response.headers.append(("Retry-After", "5"))
+        response.tokenError = code
+        return response
+    }
+
+    /// The answer when the request could not be signed: 503 for a token outage, else 502.
+    static func signingFailure(reason: String, bank: String) -> BrokerResponse {
+        if let code = TokenOutage.cause(in: reason) {
+            return .tokenUnavailable(bank: bank, code: code, detail: "the request could not be signed: \(reason)")
+        }
+        return .failure(502, "signing-failed", "the broker could not sign the request for bank '\(bank)': \(reason)")
     }
 }

@@ -17,8 +17,33 @@ public struct BrokerConfiguration: Sendable, Decodable {
         public var signing: Signing?
         /// The limit for one upstream attempt, connection included (default 30).
         public var timeoutSeconds: Int?
-        /// Extra attempts after a connection failure, for idempotent methods only (default 0).
-        public var retries: Int?
+        /// The limit for connecting and the TLS handshake (default: `timeoutSeconds`, at most 10).
+        public var connectTimeoutSeconds: Int?
+        /// Connections kept open to the bank at most; more concurrent callers wait (default 8).
+        public var maxConnections: Int?
+        /// Offer HTTP/2 in ALPN; the bank decides (default true). False keeps to HTTP/1.1.
+        public var http2: Bool?
+        /// When to try again after a lost connection (default: no retry).
+        public var retry: Retry?
+    }
+
+    /// The retry policy of a bank. Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) are
+    /// sent again, and only after a connection failure (refused, reset, closed before an answer);
+    /// a POST, a timeout, an HTTP error status, a TLS rejection or a token outage is never retried.
+    public struct Retry: Sendable, Decodable {
+        /// Attempts in all, the first included (1 to 10).
+        public var maxAttempts: Int
+        /// The wait before the second attempt; it doubles for each further one (default 100).
+        public var backoffMilliseconds: Int?
+        /// The longest wait between two attempts (default 2000).
+        public var maxBackoffMilliseconds: Int?
+
+        /// The wait before attempt `attempt` (2, 3, …), in seconds.
+        func delay(beforeAttempt attempt: Int) -> Double {
+            let base = Double(backoffMilliseconds ?? 100)
+            let cap = Double(maxBackoffMilliseconds ?? 2000)
+            return min(cap, base * pow(2, Double(max(0, attempt - 2)))) / 1000
+        }
     }
 
     /// How the broker signs each request to a bank.
@@ -44,12 +69,16 @@ public struct BrokerConfiguration: Sendable, Decodable {
         public var banks: [String]
     }
 
-    /// "127.0.0.1:8080" or "[::1]:8080".
+    /// "127.0.0.1:8080", "[::1]:8080" or "unix:/run/keybridge/broker.sock".
     public var listen: String
+    /// The permissions of a Unix socket, as an octal string (default "0660": owner and group).
+    public var socketMode: String?
     public var banks: [String: Bank]
     public var callers: [Caller]
     /// The largest request body accepted (default 1 MiB).
     public var maxBodyBytes: Int?
+    /// On SIGTERM, how long requests in flight may take to finish (default 30).
+    public var shutdownGraceSeconds: Double?
 
     public var bodyLimit: Int { maxBodyBytes ?? 1 << 20 }
 
@@ -81,15 +110,38 @@ public struct BrokerConfiguration: Sendable, Decodable {
         keys.isEmpty ? "the top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
 
-    /// The host and port of `listen`.
-    public func listenAddress() throws(BrokerError) -> (host: String, port: Int) {
-        let text = listen.trimmingCharacters(in: .whitespaces)
+    /// Where the broker listens.
+    public enum ListenAddress: Sendable, Equatable {
+        case tcp(host: String, port: Int)
+        /// A Unix socket and its permission bits.
+        case unix(path: String, mode: UInt32)
+    }
+
+    /// `listen` parsed: HOST:PORT or unix:PATH (with `socketMode`).
+    public func listenAddress() throws(BrokerError) -> ListenAddress {
+        try BrokerConfiguration.parseListen(listen, socketMode: socketMode)
+    }
+
+    /// Parses a `listen` value (also the `--listen` option).
+    public static func parseListen(_ value: String, socketMode: String? = nil) throws(BrokerError) -> ListenAddress {
+        let text = value.trimmingCharacters(in: .whitespaces)
+        if text.lowercased().hasPrefix("unix:") {
+            let path = String(text.dropFirst(5))
+            guard path.hasPrefix("/") else {
+                throw BrokerError("\"listen\": a Unix socket needs an absolute path, as in unix:/run/keybridge/broker.sock, not '\(value.prefix(60))'")
+            }
+            let modeText = socketMode ?? "0660"
+            guard let mode = UInt32(modeText, radix: 8), mode <= 0o777, mode & 0o600 == 0o600 else {
+                throw BrokerError("\"socketMode\" must be octal permissions that let the owner read and write, such as \"0660\" or \"0600\", not '\(modeText.prefix(10))'")
+            }
+            return .unix(path: path, mode: mode)
+        }
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
-            throw BrokerError("\"listen\" must be HOST:PORT such as 127.0.0.1:8080, not '\(listen.prefix(60))'")
+            throw BrokerError("\"listen\" must be HOST:PORT such as 127.0.0.1:8080, or unix:/PATH, not '\(value.prefix(60))'")
         }
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "127.0.0.1" : host, port)
+        return .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
     }
 
     func validate(source: String) throws(BrokerError) {
@@ -112,8 +164,22 @@ public struct BrokerConfiguration: Sendable, Decodable {
             if let timeout = bank.timeoutSeconds, timeout < 1 {
                 throw BrokerError("\(source): banks.\(name).timeoutSeconds must be 1 or more")
             }
-            if let retries = bank.retries, !(0...5).contains(retries) {
-                throw BrokerError("\(source): banks.\(name).retries must be between 0 and 5")
+            if let timeout = bank.connectTimeoutSeconds, timeout < 1 {
+                throw BrokerError("\(source): banks.\(name).connectTimeoutSeconds must be 1 or more")
+            }
+            if let connections = bank.maxConnections, !(1...256).contains(connections) {
+                throw BrokerError("\(source): banks.\(name).maxConnections must be between 1 and 256")
+            }
+            if let retry = bank.retry {
+                guard (1...10).contains(retry.maxAttempts) else {
+                    throw BrokerError("\(source): banks.\(name).retry.maxAttempts must be between 1 and 10 (1: no retry)")
+                }
+                if let wait = retry.backoffMilliseconds, !(0...60_000).contains(wait) {
+                    throw BrokerError("\(source): banks.\(name).retry.backoffMilliseconds must be between 0 and 60000")
+                }
+                if let wait = retry.maxBackoffMilliseconds, !(0...60_000).contains(wait) {
+                    throw BrokerError("\(source): banks.\(name).retry.maxBackoffMilliseconds must be between 0 and 60000")
+                }
             }
             if let signing = bank.signing {
                 guard signing.key.lowercased().hasPrefix("pkcs11:") else {
@@ -133,6 +199,9 @@ public struct BrokerConfiguration: Sendable, Decodable {
             }
         }
         if let limit = maxBodyBytes, limit < 0 { throw BrokerError("\(source): maxBodyBytes must not be negative") }
+        if let grace = shutdownGraceSeconds, !(0...3600).contains(grace) {
+            throw BrokerError("\(source): shutdownGraceSeconds must be between 0 and 3600")
+        }
     }
 }
 

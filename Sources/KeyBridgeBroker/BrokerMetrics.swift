@@ -28,21 +28,47 @@ final class BrokerMetrics: @unchecked Sendable {
     static let signatureBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
     private let lock = NSLock()
-    private let banks: [String]
     private var requests: [RequestKey: UInt64] = [:]
     private var requestDuration = Histogram(bounds: BrokerMetrics.requestBuckets)
     private var signatures: [String: UInt64] = [:]
     private var handshakes: [String: UInt64] = [:]
+    private var resumptions: [String: UInt64] = [:]
+    private var retries: [String: UInt64] = [:]
+    private var upstreamResponses: [UpstreamKey: UInt64] = [:]
+    private var reloads: [String: UInt64] = ["ok": 0, "refused": 0]
+    private var inFlight = 0
     private var signatureDuration = Histogram(bounds: BrokerMetrics.signatureBuckets)
+
+    struct UpstreamKey: Hashable { var bank: String; var version: String }
 
     /// `banks` are written with 0 from the start, so a rate() sees the first increase.
     init(banks: [String]) {
-        self.banks = banks.sorted()
-        for bank in banks {
-            signatures[bank] = 0
-            handshakes[bank] = 0
+        register(banks: banks)
+    }
+
+    /// Adds zero series for banks a reloaded configuration brings.
+    func register(banks: [String]) {
+        lock.withLock {
+            for bank in banks {
+                signatures[bank, default: 0] += 0
+                handshakes[bank, default: 0] += 0
+                resumptions[bank, default: 0] += 0
+                retries[bank, default: 0] += 0
+            }
         }
     }
+
+    func recordRetry(bank: String) { lock.withLock { retries[bank, default: 0] += 1 } }
+
+    func recordUpstreamResponse(bank: String, httpVersion: String) {
+        lock.withLock { upstreamResponses[UpstreamKey(bank: bank, version: httpVersion), default: 0] += 1 }
+    }
+
+    func recordReload(succeeded: Bool) { lock.withLock { reloads[succeeded ? "ok" : "refused", default: 0] += 1 } }
+
+    /// Requests between their first byte and their answer's last, from the HTTP server.
+    func requestStarted() { lock.withLock { inFlight += 1 } }
+    func requestFinished() { lock.withLock { inFlight -= 1 } }
 
     func recordRequest(bank: String, status: Int, seconds: Double) {
         lock.withLock {
@@ -59,10 +85,11 @@ final class BrokerMetrics: @unchecked Sendable {
         }
     }
 
-    /// A new upstream TLS handshake; `signed` when the client key made a CertificateVerify in it.
-    func recordHandshake(bank: String, signed: Bool) {
+    /// A new upstream connection's handshake: a full one (`signed` when the client key made a
+    /// CertificateVerify in it) or a resumed session, which signs nothing.
+    func recordHandshake(bank: String, resumed: Bool, signed: Bool) {
         lock.withLock {
-            handshakes[bank, default: 0] += 1
+            if resumed { resumptions[bank, default: 0] += 1 } else { handshakes[bank, default: 0] += 1 }
             if signed { signatures[bank, default: 0] += 1 }
         }
     }
@@ -84,15 +111,37 @@ final class BrokerMetrics: @unchecked Sendable {
             for (bank, value) in signatures.sorted(by: { $0.key < $1.key }) {
                 text += "keybridge_hsm_signatures_total{bank=\"\(Self.escape(bank))\"} \(value)\n"
             }
-            text += "# HELP keybridge_upstream_handshakes_total New TLS handshakes with the bank (a reused connection makes none).\n"
-            text += "# TYPE keybridge_upstream_handshakes_total counter\n"
-            for (bank, value) in handshakes.sorted(by: { $0.key < $1.key }) {
-                text += "keybridge_upstream_handshakes_total{bank=\"\(Self.escape(bank))\"} \(value)\n"
+            text += Self.counter("keybridge_upstream_handshakes_total",
+                                 "Full TLS handshakes with the bank (the mTLS key signs in each); a kept-alive connection makes none.", handshakes)
+            text += Self.counter("keybridge_upstream_resumptions_total",
+                                 "New connections to the bank that resumed a TLS session (no certificate sent, no signature).", resumptions)
+            text += Self.counter("keybridge_upstream_retries_total",
+                                 "Attempts repeated after a lost connection (idempotent methods only).", retries)
+            text += "# HELP keybridge_upstream_responses_total Answers from the bank, by HTTP version.\n"
+            text += "# TYPE keybridge_upstream_responses_total counter\n"
+            for (key, value) in upstreamResponses.sorted(by: { ($0.key.bank, $0.key.version) < ($1.key.bank, $1.key.version) }) {
+                text += "keybridge_upstream_responses_total{bank=\"\(Self.escape(key.bank))\",version=\"\(key.version)\"} \(value)\n"
             }
+            text += "# HELP keybridge_config_reloads_total Configuration reloads (SIGHUP), applied or refused.\n"
+            text += "# TYPE keybridge_config_reloads_total counter\n"
+            for (result, value) in reloads.sorted(by: { $0.key < $1.key }) {
+                text += "keybridge_config_reloads_total{result=\"\(result)\"} \(value)\n"
+            }
+            text += "# HELP keybridge_requests_in_flight Requests received and not yet answered.\n"
+            text += "# TYPE keybridge_requests_in_flight gauge\n"
+            text += "keybridge_requests_in_flight \(inFlight)\n"
             text += Self.histogram("keybridge_hsm_signature_duration_seconds",
                                    "Latency of the token signatures the broker makes itself (request signing and health tests).", signatureDuration)
             return text
         }
+    }
+
+    private static func counter(_ name: String, _ help: String, _ values: [String: UInt64]) -> String {
+        var text = "# HELP \(name) \(help)\n# TYPE \(name) counter\n"
+        for (bank, value) in values.sorted(by: { $0.key < $1.key }) {
+            text += "\(name){bank=\"\(escape(bank))\"} \(value)\n"
+        }
+        return text
     }
 
     private static func histogram(_ name: String, _ help: String, _ histogram: Histogram) -> String {

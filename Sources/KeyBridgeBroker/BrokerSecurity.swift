@@ -91,8 +91,17 @@ enum BrokerHTTP {
             || byte == 0x2D || byte == 0x5F || byte == 0x2E
     }
 
-    /// Methods that may be sent again after a connection failure.
+    /// Methods that may be sent again after a connection failure (RFC 9110 section 9.2.2);
+    /// POST and PATCH never are.
     static func isIdempotent(_ method: String) -> Bool {
-        ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"].contains(method.uppercased())
+        ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"].contains(method.uppercased())
+    }
+
+    /// The caller's X-Request-ID if it is usable: 1 to 128 visible ASCII characters, no quote
+    /// or backslash (it goes into signatures and log lines). Otherwise nil, and the broker makes one.
+    static func requestID(_ value: String?) -> String? {
+        guard let value = value?.trimmingCharacters(in: .whitespaces), (1...128).contains(value.utf8.count),
+              value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) else { return nil }
+        return value
     }
 }

@@ -31,6 +31,9 @@ public struct TLSSessionInfo: Sendable, Hashable {
     public var clientSignatureScheme: String?
     /// The token mechanism that made that signature, e.g. "CKM_RSA_PKCS_PSS(SHA256, …)".
     public var tokenMechanism: String?
+    /// True when the handshake resumed an earlier TLS session: no certificate was sent and the
+    /// client key signed nothing.
+    public var resumed: Bool = false
 }
 
 /// The server's answer.
@@ -39,35 +42,65 @@ public struct HTTPResponse: Sendable {
     public var statusLine: String
     public var headers: [(name: String, value: String)]
     public var body: Data
+    /// The handshake of the connection this transfer opened; `nil` when it reused a kept-alive one.
     public var tls: TLSSessionInfo?
+    /// The HTTP version the answer came in: "1.1", "2" (or "1.0").
+    public var httpVersion: String = "1.1"
 }
 
 /// An HTTP client over libcurl whose client certificate and key are installed into OpenSSL
 /// through `CURLOPT_SSL_CTX_FUNCTION`; a token key signs through the KeyBridge provider.
 ///
-/// One client keeps one connection alive between requests to the same host.
+/// The client is a connection pool: it keeps up to `maximumConnections` libcurl transfer handles,
+/// each with its own kept-alive connection, and lends one to each `send`, so callers on many
+/// threads proceed in parallel. The handles share one TLS session cache, so a new connection
+/// resumes an earlier session (no certificate, no signature by the client key) when the server
+/// allows it. HTTP/2 is used when the server offers it (ALPN) unless `allowsHTTP2` is false.
 public final class HTTPClient: @unchecked Sendable {
-    // All use of `handle` and the transfer state is serialised by `lock`.
+    // The settings, the idle handles and the count of handles made are guarded by `pool`
+    // (an NSCondition: a caller waits on it for a handle when all are lent out). A lent handle is
+    // used by one thread only. `share` locks its own data (see CurlShare).
     private let configuration: TLSConfiguration
     private let identity: ClientIdentity?
-    private let handle: UnsafeMutableRawPointer
-    private let lock = NSLock()
-    private let transfer = TransferState()
+    private let share: CurlShare
+    private let pool = NSCondition()
+    private var idle: [PooledTransfer] = []
+    private var handlesMade = 0
+    private var settings = Settings()
+
+    private struct Settings {
+        var connect = 30
+        var total = 0
+        var bodyLimit = 256 << 20
+        var maximumConnections = 8
+        var allowsHTTP2 = true
+    }
+
     /// Time limits in seconds.
     public var connectTimeout: Int {
-        get { lock.withLock { limits.connect } }
-        set { lock.withLock { limits.connect = newValue } }
+        get { pool.withLock { settings.connect } }
+        set { pool.withLock { settings.connect = newValue } }
     }
     /// 0 means no limit.
     public var totalTimeout: Int {
-        get { lock.withLock { limits.total } }
-        set { lock.withLock { limits.total = newValue } }
+        get { pool.withLock { settings.total } }
+        set { pool.withLock { settings.total = newValue } }
     }
-    private var limits = (connect: 30, total: 0)
     /// Responses are held in memory, so their size is capped (bytes).
     public var maximumResponseSize: Int {
-        get { lock.withLock { transfer.bodyLimit } }
-        set { lock.withLock { transfer.bodyLimit = newValue } }
+        get { pool.withLock { settings.bodyLimit } }
+        set { pool.withLock { settings.bodyLimit = newValue } }
+    }
+    /// How many connections (transfer handles) the client keeps at most; a `send` beyond that
+    /// waits for one to come back (default 8, at least 1).
+    public var maximumConnections: Int {
+        get { pool.withLock { settings.maximumConnections } }
+        set { pool.withLock { settings.maximumConnections = max(1, newValue) } }
+    }
+    /// Whether HTTP/2 is offered to the server in ALPN (default true); false keeps to HTTP/1.1.
+    public var allowsHTTP2: Bool {
+        get { pool.withLock { settings.allowsHTTP2 } }
+        set { pool.withLock { settings.allowsHTTP2 = newValue } }
     }
 
     /// Where the key is, for `-v`: "token 'keybridge', object 'client-rsa', id 01".
@@ -113,15 +146,45 @@ public final class HTTPClient: @unchecked Sendable {
             identity = try ClientIdentity(chain: chain, key: key)
         }
         CurlGlobal.initialize()
-        guard let handle = curl_easy_init() else {
-            throw KeyBridgeError(.transport, "libcurl could not create a transfer handle")
-        }
-        self.handle = handle
+        share = try CurlShare()
+        // One handle now, so a libcurl that cannot make handles fails here, not on the first request.
+        idle = [try PooledTransfer(share: share)]
+        handlesMade = 1
     }
 
-    deinit { curl_easy_cleanup(handle) }
+    deinit {
+        // Every handle leaves the share before the share is cleaned up.
+        idle.removeAll()
+    }
 
-    /// Sends a request and waits for the whole response.
+    /// A handle for one transfer: an idle one (the most recently used, whose connection is the
+    /// likeliest to be alive), a new one while under the limit, else the next one returned.
+    private func checkOut() throws(KeyBridgeError) -> (PooledTransfer, Settings) {
+        pool.lock()
+        defer { pool.unlock() }
+        while true {
+            if let transfer = idle.popLast() { return (transfer, settings) }
+            if handlesMade < settings.maximumConnections {
+                handlesMade += 1
+                do {
+                    return (try PooledTransfer(share: share), settings)
+                } catch {
+                    handlesMade -= 1
+                    throw error
+                }
+            }
+            pool.wait()
+        }
+    }
+
+    private func checkIn(_ transfer: PooledTransfer) {
+        pool.lock()
+        idle.append(transfer)
+        pool.signal()
+        pool.unlock()
+    }
+
+    /// Sends a request and waits for the whole response. Safe to call from many threads at once.
     public func send(_ request: HTTPRequest) throws(KeyBridgeError) -> HTTPResponse {
         try checkVersions()
         if identity != nil, !request.url.lowercased().hasPrefix("https://") {
@@ -130,11 +193,6 @@ public final class HTTPClient: @unchecked Sendable {
         guard HTTPSyntax.isToken(request.method) else {
             throw KeyBridgeError(.usage, "the method is not a valid HTTP method name (letters, digits and !#$%&'*+-.^_`|~ only)")
         }
-        lock.lock()
-        defer { lock.unlock() }
-        curl_easy_reset(handle)
-        transfer.reset()
-        transfer.identity = identity
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for header in request.headers {
@@ -146,9 +204,19 @@ public final class HTTPClient: @unchecked Sendable {
             }
             headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
         }
+        // No "Expect: 100-continue" wait before a body: the whole body is in memory anyway.
+        headerList = curl_slist_append(headerList, "Expect:")
+        let (pooled, limits) = try checkOut()
+        defer { checkIn(pooled) }
+        let handle = pooled.handle
+        let transfer = pooled.state
+        curl_easy_reset(handle)
+        transfer.reset()
+        transfer.bodyLimit = limits.bodyLimit
+        transfer.identity = identity
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         let code: CURLcode = errorBuffer.withUnsafeMutableBufferPointer { errorPointer in
-            configure(request: request, headers: headerList, errorBuffer: errorPointer.baseAddress!)
+            configure(handle, request: request, limits: limits, headers: headerList, errorBuffer: errorPointer.baseAddress!)
             let state = Unmanaged.passUnretained(transfer).toOpaque()
             _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, state)
             _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_HEADERDATA, state)
@@ -167,12 +235,25 @@ public final class HTTPClient: @unchecked Sendable {
         _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
         let curlMessage = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         guard code == CURLE_OK else {
-            throw failure(code: code, message: curlMessage, url: request.url)
+            throw failure(code: code, message: curlMessage, url: request.url, transfer: transfer)
         }
         var status = 0
         _ = CKeyBridgeShims_curl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        // The handshake info belongs to this transfer only if it opened a connection; a TLS 1.3
+        // session ticket arriving on a kept-alive connection is not a handshake.
+        var connections = 0
+        _ = CKeyBridgeShims_curl_easy_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connections)
+        var version = 0
+        _ = CKeyBridgeShims_curl_easy_getinfo_long(handle, CURLINFO_HTTP_VERSION, &version)
+        let versionName: String
+        switch version {
+        case CURL_HTTP_VERSION_2_0: versionName = "2"
+        case CURL_HTTP_VERSION_1_0: versionName = "1.0"
+        case CURL_HTTP_VERSION_3: versionName = "3"
+        default: versionName = "1.1"
+        }
         return HTTPResponse(status: status, statusLine: transfer.statusLine, headers: transfer.headers,
-                            body: transfer.body, tls: transfer.session)
+                            body: transfer.body, tls: connections > 0 ? transfer.session : nil, httpVersion: versionName)
     }
 
     /// The highest TLS version the key can sign for: an RSA token key without RSA-PSS is held
@@ -186,7 +267,8 @@ public final class HTTPClient: @unchecked Sendable {
         throw KeyBridgeError(.key, "TLS 1.3 needs an RSA-PSS signature, but the token offers none for \(identity.keyLocation) (no CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS or CKM_RSA_X_509; it has \(identity.tokenMechanisms ?? "none")); allow TLS 1.2 (drop --tlsv1.3) or use a token with RSA-PSS")
     }
 
-    private func configure(request: HTTPRequest, headers: UnsafeMutablePointer<curl_slist>?, errorBuffer: UnsafeMutablePointer<CChar>) {
+    private func configure(_ handle: UnsafeMutableRawPointer, request: HTTPRequest, limits: Settings,
+                           headers: UnsafeMutablePointer<curl_slist>?, errorBuffer: UnsafeMutablePointer<CChar>) {
         _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_URL, request.url)
         _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
@@ -195,9 +277,12 @@ public final class HTTPClient: @unchecked Sendable {
         _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_DEFAULT_PROTOCOL, "https")
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
-        // Called with `lock` held, so the limits are read directly.
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, limits.connect)
         _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_TIMEOUT, limits.total)
+        _ = CKeyBridgeShims_curl_easy_setopt_long(handle, CURLOPT_HTTP_VERSION,
+                                                  limits.allowsHTTP2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1)
+        // curl_easy_reset keeps the share; set again so a reset that did not is harmless.
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_SHARE, share.handle)
         if case let .pemFile(path) = configuration.trustRoots {
             _ = CKeyBridgeShims_curl_easy_setopt_string(handle, CURLOPT_CAINFO, path)
             _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_CAPATH, nil)
@@ -217,7 +302,7 @@ public final class HTTPClient: @unchecked Sendable {
         }
     }
 
-    private func failure(code: CURLcode, message: String, url: String) -> KeyBridgeError {
+    private func failure(code: CURLcode, message: String, url: String, transfer: TransferState) -> KeyBridgeError {
         if transfer.bodyTooLarge {
             return KeyBridgeError(.tooLarge, "the response from \(hostDescription(url)) is larger than \(transfer.bodyLimit >> 20) MiB, the most KeyBridge holds in memory; stopped reading")
         }
@@ -240,8 +325,16 @@ public final class HTTPClient: @unchecked Sendable {
             if identity?.supportsTLS13 == false && configuration.maximumVersion == .v1_3 {
                 rejected += " KeyBridge offered only TLS 1.2, because the token has no RSA-PSS mechanism for this key (it has \(identity?.tokenMechanisms ?? "none")); a server that requires TLS 1.3 needs CKM_RSA_PKCS_PSS or CKM_RSA_X_509."
             }
-            let kind: KeyBridgeError.Kind = code == CURLE_SSL_CONNECT_ERROR || !detail.isEmpty && detail.contains("alert") ? .handshake : .transport
+            var kind: KeyBridgeError.Kind = code == CURLE_SSL_CONNECT_ERROR || !detail.isEmpty && detail.contains("alert") ? .handshake : .transport
+            // The peer closing the connection mid-handshake is a lost connection, not a TLS
+            // verdict (and safe to try again for an idempotent request).
+            if kind == .handshake, transfer.tokenFailure == nil, !detail.contains("alert"),
+               detail.contains("SSL_ERROR_SYSCALL") || detail.contains("unexpected eof") || detail.contains("Connection reset") {
+                kind = .transport
+            }
             return KeyBridgeError(kind, "the TLS connection to \(hostDescription(url)) failed: \(detail).\(rejected)\(tokenCause)")
+        case CURLE_GOT_NOTHING:
+            return KeyBridgeError(.transport, "\(hostDescription(url)) closed the connection without answering (\(detail))")
         case CURLE_COULDNT_CONNECT:
             return KeyBridgeError(.transport, "cannot connect to \(hostDescription(url)) (\(detail)); check the host and port and that the server is running")
         case CURLE_COULDNT_RESOLVE_HOST:
@@ -260,8 +353,63 @@ public final class HTTPClient: @unchecked Sendable {
     }
 }
 
+/// One pooled libcurl handle (with the connection it keeps alive) and the state its callbacks
+/// write, reached through an unretained pointer. Lent to one `send` at a time.
+final class PooledTransfer: @unchecked Sendable {
+    // Used by the one thread that checked it out of the pool.
+    let handle: UnsafeMutableRawPointer
+    let state = TransferState()
+
+    init(share: CurlShare) throws(KeyBridgeError) {
+        guard let handle = curl_easy_init() else {
+            throw KeyBridgeError(.transport, "libcurl could not create a transfer handle")
+        }
+        self.handle = handle
+        _ = CKeyBridgeShims_curl_easy_setopt_pointer(handle, CURLOPT_SHARE, share.handle)
+    }
+
+    deinit { curl_easy_cleanup(handle) }
+}
+
+/// A libcurl share holding the TLS session cache (and DNS answers) of one client's handles, with
+/// the lock callbacks libcurl needs to use it from several threads.
+final class CurlShare: @unchecked Sendable {
+    // The share's data is only touched by libcurl between its lock and unlock callbacks; `locks`
+    // is fixed after init.
+    let handle: UnsafeMutableRawPointer
+    fileprivate let locks: [NSLock] = (0..<Int(CURL_LOCK_DATA_LAST.rawValue)).map { _ in NSLock() }
+
+    init() throws(KeyBridgeError) {
+        guard let handle = curl_share_init() else {
+            throw KeyBridgeError(.transport, "libcurl could not create a share handle")
+        }
+        self.handle = handle
+        _ = CKeyBridgeShims_curl_share_setopt_pointer(handle, CURLSHOPT_USERDATA, Unmanaged.passUnretained(self).toOpaque())
+        _ = CKeyBridgeShims_curl_share_setopt_lock_function(handle, lockShare)
+        _ = CKeyBridgeShims_curl_share_setopt_unlock_function(handle, unlockShare)
+        _ = CKeyBridgeShims_curl_share_setopt_long(handle, CURLSHOPT_SHARE, Int(CURL_LOCK_DATA_SSL_SESSION.rawValue))
+        _ = CKeyBridgeShims_curl_share_setopt_long(handle, CURLSHOPT_SHARE, Int(CURL_LOCK_DATA_DNS.rawValue))
+    }
+
+    deinit { curl_share_cleanup(handle) }
+}
+
+private func lockShare(_ curl: UnsafeMutableRawPointer?, _ data: curl_lock_data, _ access: curl_lock_access, _ user: UnsafeMutableRawPointer?) {
+    guard let user else { return }
+    let share = Unmanaged<CurlShare>.fromOpaque(user).takeUnretainedValue()
+    let index = Int(data.rawValue)
+    if share.locks.indices.contains(index) { share.locks[index].lock() }
+}
+
+private func unlockShare(_ curl: UnsafeMutableRawPointer?, _ data: curl_lock_data, _ user: UnsafeMutableRawPointer?) {
+    guard let user else { return }
+    let share = Unmanaged<CurlShare>.fromOpaque(user).takeUnretainedValue()
+    let index = Int(data.rawValue)
+    if share.locks.indices.contains(index) { share.locks[index].unlock() }
+}
+
 /// Per-transfer state reached from libcurl and OpenSSL callbacks through an unretained pointer;
-/// the client's lock keeps it to one transfer at a time.
+/// its handle is lent to one transfer at a time.
 final class TransferState: @unchecked Sendable {
     // Only touched by the thread running the current transfer.
     var identity: ClientIdentity?
@@ -363,13 +511,15 @@ private func recordHandshake(_ ssl: OpaquePointer?, _ event: Int32, _ value: Int
     var mechanism: String?
     var typeNID: Int32 = 0
     var digestNID: Int32 = 0
-    if SSL_get_signature_type_nid(ssl, &typeNID) == 1, CKeyBridgeShims_SSL_get_signature_nid(ssl, &digestNID) == 1,
+    let resumed = SSL_session_reused(ssl) == 1
+    if !resumed, SSL_get_signature_type_nid(ssl, &typeNID) == 1, CKeyBridgeShims_SSL_get_signature_nid(ssl, &digestNID) == 1,
        SSL_get_certificate(ssl) != nil {
         scheme = SignatureSchemeName.make(typeNID: typeNID, digestNID: digestNID,
                                           key: SSL_get_privatekey(ssl), version: version)
         mechanism = ProviderDiagnostics.lastMechanism
     }
-    transfer.session = TLSSessionInfo(version: version, cipher: cipher, clientSignatureScheme: scheme, tokenMechanism: mechanism)
+    transfer.session = TLSSessionInfo(version: version, cipher: cipher, clientSignatureScheme: scheme, tokenMechanism: mechanism,
+                                      resumed: resumed)
 }
 
 /// Builds the TLS SignatureScheme name (RFC 8446 section 4.2.3) from what OpenSSL reports.

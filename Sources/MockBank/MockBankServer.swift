@@ -23,9 +23,13 @@ public final class MockBankServer: @unchecked Sendable {
 
     /// Starts listening on `host` (an IPv4 or IPv6 address, or `localhost`) and `port` (0: any free port).
     /// - Parameter log: called with one line per request, on the server's thread.
+    /// - Parameter requestLog: called with one JSON line per answered request:
+    ///   `{"requestId":…,"method":…,"target":…,"status":…}` (`requestId` is the X-Request-ID
+    ///   received, or null), so a test can count what reached the bank.
     public init(bank: MockBank, host: String = "127.0.0.1", port: Int = 0,
-                log: @escaping @Sendable (String) -> Void = MockBankServer.standardErrorLog) throws(MockBankError) {
-        let context = Unmanaged.passRetained(ServerContext(bank: bank, log: log))
+                log: @escaping @Sendable (String) -> Void = MockBankServer.standardErrorLog,
+                requestLog: (@Sendable (String) -> Void)? = nil) throws(MockBankError) {
+        let context = Unmanaged.passRetained(ServerContext(bank: bank, log: log, requestLog: requestLog))
         do {
             daemon = try MicroHTTPDaemon(host: host, port: port, threading: .single, timeoutSeconds: 60,
                                          context: context.toOpaque(), access: handleAccess, completed: requestCompleted,
@@ -51,10 +55,12 @@ public final class MockBankServer: @unchecked Sendable {
 private final class ServerContext: Sendable {
     let bank: MockBank
     let log: @Sendable (String) -> Void
+    let requestLog: (@Sendable (String) -> Void)?
 
-    init(bank: MockBank, log: @escaping @Sendable (String) -> Void) {
+    init(bank: MockBank, log: @escaping @Sendable (String) -> Void, requestLog: (@Sendable (String) -> Void)?) {
         self.bank = bank
         self.log = log
+        self.requestLog = requestLog
     }
 }
 
@@ -119,7 +125,7 @@ private func handleAccess(_ context: UnsafeMutableRawPointer?, _ connection: Opa
         if let declared, declared > limit {
             // Answered before the body is read: MHD skips "100 Continue" and closes afterwards.
             pending.tooLarge = true
-            return answer(server.bank.payloadTooLarge(pending.request), on: connection, server: server)
+            return answer(server.bank.payloadTooLarge(pending.request), to: pending.request, on: connection, server: server)
         }
         return .YES
     }
@@ -139,7 +145,7 @@ private func handleAccess(_ context: UnsafeMutableRawPointer?, _ connection: Opa
     }
 
     let response = pending.tooLarge ? server.bank.payloadTooLarge(pending.request) : server.bank.respond(to: pending.request)
-    return answer(response, on: connection, server: server)
+    return answer(response, to: pending.request, on: connection, server: server)
 }
 
 /// `MHD_RequestCompletedCallback`: releases the request's object, however the request ended.
@@ -161,8 +167,18 @@ private func collectHeader(_ context: UnsafeMutableRawPointer?, _ kind: MHD_Valu
 }
 
 /// Logs the answer and queues it; MHD copies the body.
-private func answer(_ response: MockBankResponse, on connection: OpaquePointer, server: ServerContext) -> MHD_Result {
+private func answer(_ response: MockBankResponse, to request: MockBankRequest, on connection: OpaquePointer,
+                    server: ServerContext) -> MHD_Result {
     server.log(response.logLine)
+    if let requestLog = server.requestLog {
+        let record: [String: Any] = [
+            "requestId": request.header("X-Request-ID").map { $0 as Any } ?? NSNull(), "method": request.method,
+            "target": String(request.target.prefix(300)), "status": response.status,
+        ]
+        if let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes]) {
+            requestLog(String(decoding: data, as: UTF8.self))
+        }
+    }
     var body = response.body
     let created: OpaquePointer? = body.withUnsafeMutableBytes { bytes in
         MHD_create_response_from_buffer(bytes.count, bytes.baseAddress, .RESPMEM_MUST_COPY)

@@ -12,6 +12,8 @@ enum ManPage {
         ("keys", "list, generate, request certificates for and store certificates of token keys",
          [Help.keys, Help.keysList, Help.keysGenerate, Help.keysCSR, Help.keysImportCert]),
         ("doctor", "check that a key, its token and its certificate are fit for use", [Help.doctor]),
+        ("bench", "measure KeyBridge side by side with raw PKCS#11, libp11's engine, key files and nginx",
+         [BenchCommand.help]),
     ]
 
     static func render() -> String {

@@ -11,6 +11,7 @@ enum MockBankCommand {
         var qsealcAuthorities: [String] = []
         var profile: String?
         var maximumBodySize = 1 << 20
+        var requestLog: String?
     }
 
     struct UsageError: Error { var message: String }
@@ -41,6 +42,9 @@ enum MockBankCommand {
           --profile FILE         the bank's Berlin Group profile as JSON (required extra headers,
                                  (request-target), digest), as for 'request --sign-options'
           --max-body BYTES       largest request body accepted (default 1048576)
+          --request-log FILE     append one JSON line per answered request to FILE:
+                                 {"method":…,"requestId":…,"status":…,"target":…} (requestId is the
+                                 X-Request-ID received, or null), flushed before the answer is sent
       -h, --help                 Show this help
 
     Runs until SIGINT or SIGTERM. Exit status: 0 stopped by a signal; 1 cannot listen; 2 usage;
@@ -77,9 +81,22 @@ enum MockBankCommand {
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        var requestLog: (@Sendable (String) -> Void)?
+        if let path = options.requestLog {
+            guard FileManager.default.fileExists(atPath: path) || FileManager.default.createFile(atPath: path, contents: nil),
+                  let file = FileHandle(forWritingAtPath: path) else {
+                Output.error("--request-log \(path): cannot open the file for writing; check its folder and permissions")
+                return 26
+            }
+            _ = try? file.seekToEnd()
+            // The server answers on one thread, so the writes never interleave.
+            let handle = RequestLogFile(file)
+            requestLog = { line in try? handle.value.write(contentsOf: Data((line + "\n").utf8)) }
+        }
+
         let server: MockBankServer
         do {
-            server = try MockBankServer(bank: bank, host: options.host, port: options.port ?? 0)
+            server = try MockBankServer(bank: bank, host: options.host, port: options.port ?? 0, requestLog: requestLog)
         } catch {
             Output.error(error.reason)
             return 1
@@ -115,6 +132,7 @@ enum MockBankCommand {
             case "--qwac-ca": options.qwacAuthorities.append(try value(argument))
             case "--qsealc-ca": options.qsealcAuthorities.append(try value(argument))
             case "--profile": options.profile = try value(argument)
+            case "--request-log": options.requestLog = try value(argument)
             case "--max-body":
                 let text = try value(argument)
                 guard let bytes = Int(text), bytes >= 0 else { throw UsageError(message: "--max-body needs a whole number of bytes, not '\(text.prefix(20))'") }
@@ -190,4 +208,11 @@ enum MockBankCommand {
             throw CertCommand.Failure(status: 4, message: "\(flag) \(path): \(error)")
         }
     }
+}
+
+/// A FileHandle used from the mock bank's one server thread only.
+private final class RequestLogFile: @unchecked Sendable {
+    // Written from libmicrohttpd's single internal thread (MockBankServer runs `.single`).
+    let value: FileHandle
+    init(_ value: FileHandle) { self.value = value }
 }

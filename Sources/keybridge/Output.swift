@@ -51,6 +51,8 @@ enum Help {
                      import-cert (store the issued chain beside the key); see 'keybridge keys --help'
       doctor         Check module, token, PIN, key, mechanisms, certificate, chain, expiry, PSD2 roles
                      and optionally a handshake with the bank; exit 0 fit, 1 warnings, 3 not fit
+      bench          Side-by-side benchmark: provider against raw C_Sign, libp11's engine and a key file;
+                     handshakes, scaling, remote token, broker, cold start, memory (run by make bench)
       --version      Print the version
 
     Keys are named by RFC 7512 URIs, for example:

@@ -267,6 +267,21 @@ enum RequestCommand {
         guard FileManager.default.fileExists(atPath: folder) else {
             throw KeyBridgeError(.file, "the folder \(folder) does not exist; create it or choose another -o path")
         }
+        // A device or pipe (/dev/null, a FIFO) is written in place: the atomic write renames a
+        // temporary file over the path, which (as root) replaced /dev/null with a regular file.
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+            guard let handle = FileHandle(forWritingAtPath: path) else {
+                throw KeyBridgeError(.file, "cannot open \(path) for writing; check its permissions or choose another -o path")
+            }
+            do {
+                try handle.write(contentsOf: data)
+                try handle.close()
+            } catch {
+                throw KeyBridgeError(.file, "cannot write the response to \(path) (\(error.localizedDescription))")
+            }
+            return
+        }
         do {
             try data.write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {

@@ -22,6 +22,8 @@ case "doctor":
 case "help" where arguments.count == 2 && arguments[1] == "--man":
     print(ManPage.render(), terminator: "")
     status = 0
+case "bench":
+    status = BenchCommand.run(Array(arguments.dropFirst()))
 case "-h", "--help", "help", nil:
     print(Help.overview)
     status = arguments.isEmpty ? 2 : 0

@@ -34,12 +34,31 @@ final class BrokerTests: XCTestCase {
         }
     }
 
+    /// The broker's log lines, kept for the tests to read.
+    final class LogLines: @unchecked Sendable {
+        // `lines` is guarded by `lock`.
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func append(_ line: String) { lock.withLock { lines.append(line) } }
+        var all: [String] { lock.withLock { lines } }
+        /// The parsed lines whose requestId is `id`.
+        func entries(requestID id: String) -> [[String: Any]] {
+            all.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+                .filter { $0["requestId"] as? String == id }
+        }
+    }
+
     /// One broker for the whole test class.
     final class Fixture: Sendable {
         let server: BrokerServer
         let broker: Broker
         let silent: SilentUpstream
         let bank: BankServer
+        let sandbox: BrokerSandbox
+        let relay: DroppingRelay
+        let log = LogLines()
+        static let allBanks = ["acme", "plain", "untrusted", "silent", "metered", "sandbox", "resuming", "h2", "h2off", "refused",
+                               "flaky", "flakypost", "sequential"]
 
         static let shared: Fixture = {
             do {
@@ -70,17 +89,42 @@ final class BrokerTests: XCTestCase {
             var silentBank = identity
             silentBank["upstream"] = "https://127.0.0.1:\(silent.port)"
             silentBank["timeoutSeconds"] = 2
+
+            // The sandbox: its own nginx (session cache, tickets, an HTTP/2 listener) and the mock bank.
+            sandbox = BrokerSandbox.shared
+            relay = try DroppingRelay(target: sandbox.http1Port)
+            func sandboxBank(_ upstream: String, signing: Bool = false, http2: Bool = true, retry: [String: Any]? = nil) -> [String: Any] {
+                var bank = identity
+                bank["upstream"] = upstream
+                bank["http2"] = http2
+                if signing { bank["signing"] = signed["signing"] }
+                if let retry { bank["retry"] = retry }
+                return bank
+            }
+            let retry: [String: Any] = ["maxAttempts": 3, "backoffMilliseconds": 50, "maxBackoffMilliseconds": 1000]
+            let closedPort = try BrokerSandbox.freePort()
+            var banks: [String: Any] = ["acme": signed, "plain": identity, "untrusted": untrusted, "silent": silentBank, "metered": identity]
+            banks["sandbox"] = sandboxBank("https://localhost:\(sandbox.http1Port)/psd2", signing: true)
+            banks["resuming"] = sandboxBank("https://localhost:\(sandbox.http1Port)", http2: false)
+            // Only the 200-request test uses it, so its first connection is that test's.
+            banks["sequential"] = sandboxBank("https://localhost:\(sandbox.http1Port)", http2: false)
+            banks["h2"] = sandboxBank("https://localhost:\(sandbox.http2Port)")
+            banks["h2off"] = sandboxBank("https://localhost:\(sandbox.http2Port)", http2: false)
+            banks["refused"] = sandboxBank("https://127.0.0.1:\(closedPort)", retry: retry)
+            banks["flaky"] = sandboxBank("https://localhost:\(relay.port)/psd2", signing: true, retry: retry)
+            banks["flakypost"] = sandboxBank("https://localhost:\(relay.port)/psd2", signing: true, retry: retry)
             let object: [String: Any] = [
                 "listen": "127.0.0.1:0",
                 "maxBodyBytes": 4096,
-                "banks": ["acme": signed, "plain": identity, "untrusted": untrusted, "silent": silentBank, "metered": identity],
+                "banks": banks,
                 "callers": [
-                    ["name": "alice", "tokenSHA256": Broker.tokenSHA256(BrokerTests.aliceToken), "banks": ["acme", "plain", "untrusted", "silent", "metered"]],
+                    ["name": "alice", "tokenSHA256": Broker.tokenSHA256(BrokerTests.aliceToken), "banks": Fixture.allBanks],
                     ["name": "bob", "tokenSHA256": Broker.tokenSHA256(BrokerTests.bobToken), "banks": ["plain"]],
                 ],
             ]
             let configuration = try BrokerConfiguration.decode(JSONSerialization.data(withJSONObject: object))
-            broker = try Broker(configuration: configuration)
+            let log = self.log
+            broker = try Broker(configuration: configuration, log: { line in log.append(line) })
             server = try BrokerServer(broker: broker, host: "127.0.0.1", port: 0)
         }
     }
@@ -94,10 +138,10 @@ final class BrokerTests: XCTestCase {
         }
     }
 
-    private var base: String { "http://127.0.0.1:\(Fixture.shared.server.port)" }
+    var base: String { "http://127.0.0.1:\(Fixture.shared.server.port)" }
 
     /// One request through the broker with curl.
-    private func send(_ path: String, method: String = "GET", token: String? = aliceToken, headers: [String] = [],
+    func send(_ path: String, method: String = "GET", token: String? = aliceToken, headers: [String] = [],
                       body: Data? = nil, extra: [String] = []) throws -> Reply {
         var arguments = ["curl", "-sS", "-i", "--max-time", "20", "-X", method] + extra
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
@@ -109,7 +153,7 @@ final class BrokerTests: XCTestCase {
         return try parse(result.standardOutput)
     }
 
-    private func parse(_ output: String) throws -> Reply {
+    func parse(_ output: String) throws -> Reply {
         guard let split = output.range(of: "\r\n\r\n") else { throw CommandError(message: "no header end in: \(output)") }
         let head = String(output[..<split.lowerBound])
         let statusLine = head.split(separator: "\r\n").first ?? ""
@@ -118,7 +162,7 @@ final class BrokerTests: XCTestCase {
     }
 
     /// Raw bytes to the broker, for requests curl would not send.
-    private func sendRaw(_ text: String) throws -> Reply {
+    func sendRaw(_ text: String) throws -> Reply {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(descriptor) }
         var address = sockaddr_in()
@@ -143,7 +187,7 @@ final class BrokerTests: XCTestCase {
         return try parse(String(decoding: received, as: UTF8.self))
     }
 
-    private func assertError(_ reply: Reply, _ status: Int, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
+    func assertError(_ reply: Reply, _ status: Int, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(reply.status, status, reply.body, file: file, line: line)
         XCTAssertEqual(reply.json?["error"] as? String, code, reply.body, file: file, line: line)
         XCTAssertNotNil(reply.json?["cause"] as? String, file: file, line: line)
@@ -226,6 +270,11 @@ final class BrokerTests: XCTestCase {
         assertError(try send("/plain/echo", method: "POST", headers: ["Transfer-Encoding: chunked"], body: Data(repeating: 0x41, count: 5000)),
                     413, "body-too-large")
         XCTAssertEqual(try send("/plain/echo", method: "POST", body: Data(repeating: 0x41, count: 4000)).status, 200)
+        // Answered before the body is read, and still logged with its request id.
+        let id = "too-large-" + UUID().uuidString
+        let refused = try send("/plain/echo", method: "POST", headers: ["X-Request-ID: \(id)"], body: Data(repeating: 0x41, count: 5000))
+        XCTAssertTrue(refused.headers.contains("X-Request-ID: \(id)"), refused.headers)
+        XCTAssertEqual(Fixture.shared.log.entries(requestID: id).first?["error"] as? String, "body-too-large")
     }
 
     func testControlCharactersInHeadersAre400() throws {
@@ -326,7 +375,7 @@ final class BrokerTests: XCTestCase {
 
     /// The value of each sample line of `/metrics`, keyed by `name{labels}`; fails on a line that
     /// is neither a `# HELP`/`# TYPE` comment nor `name{labels} value`.
-    private func metrics(file: StaticString = #filePath, line: UInt = #line) throws -> [String: Double] {
+    func metrics(file: StaticString = #filePath, line: UInt = #line) throws -> [String: Double] {
         let reply = try send("/metrics", token: nil)
         XCTAssertEqual(reply.status, 200, reply.body, file: file, line: line)
         XCTAssertTrue(reply.headers.lowercased().contains("content-type: text/plain; version=0.0.4"), reply.headers, file: file, line: line)
@@ -401,7 +450,7 @@ final class BrokerTests: XCTestCase {
         XCTAssertEqual(json["status"] as? String, "ok")
         XCTAssertEqual((json["failing"] as? [String])?.count, 0)
         let banks = try XCTUnwrap(json["banks"] as? [String: Any])
-        XCTAssertEqual(Set(banks.keys), ["acme", "plain", "untrusted", "silent", "metered"])
+        XCTAssertEqual(Set(banks.keys), Set(Fixture.allBanks))
         let acme = try XCTUnwrap(banks["acme"] as? [String: Any])
         XCTAssertEqual(acme["healthy"] as? Bool, true)
         XCTAssertEqual((acme["token"] as? [String: Any])?["present"] as? Bool, true)
@@ -466,6 +515,21 @@ final class BrokerTests: XCTestCase {
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"abc","banks":["b"]}]}"#).contains("64 hex"))
         XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[{"name":"c","tokenSHA256":"\#(String(repeating: "a", count: 64))","banks":["z"]}]}"#).contains("'z'"))
         XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(good)},"callers":[]}"#), "accepted")
+        // Retry policy, connection limits, Unix sockets.
+        func bankWith(_ extra: String) -> String { #""b":{"upstream":"https://x","key":"pkcs11:object=k","cert":"c.pem",\#(extra)}"# }
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":0}"#))},"callers":[]}"#).contains("retry.maxAttempts"))
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":2,"backoffMilliseconds":-1}"#))},"callers":[]}"#).contains("backoffMilliseconds"))
+        XCTAssertEqual(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""retry":{"maxAttempts":3},"maxConnections":4,"http2":false"#))},"callers":[]}"#), "accepted")
+        XCTAssertTrue(failure(#"{"listen":"127.0.0.1:1","banks":{\#(bankWith(#""maxConnections":0"#))},"callers":[]}"#).contains("maxConnections"))
+        XCTAssertTrue(failure(#"{"listen":"unix:relative.sock","banks":{\#(good)},"callers":[]}"#).contains("absolute path"))
+        XCTAssertTrue(failure(#"{"listen":"unix:/tmp/b.sock","socketMode":"0066","banks":{\#(good)},"callers":[]}"#).contains("socketMode"))
+        XCTAssertEqual(failure(#"{"listen":"unix:/tmp/b.sock","socketMode":"0600","banks":{\#(good)},"callers":[]}"#), "accepted")
+        XCTAssertEqual(try BrokerConfiguration.parseListen("unix:/run/kb.sock"), .unix(path: "/run/kb.sock", mode: 0o660))
+        XCTAssertEqual(try BrokerConfiguration.parseListen("[::1]:8080"), .tcp(host: "::1", port: 8080))
+        let retry = BrokerConfiguration.Retry(maxAttempts: 5, backoffMilliseconds: 100, maxBackoffMilliseconds: 300)
+        XCTAssertEqual((2...5).map { retry.delay(beforeAttempt: $0) }, [0.1, 0.2, 0.3, 0.3], "doubling, capped")
+        XCTAssertTrue(BrokerHTTP.isIdempotent("PUT") && BrokerHTTP.isIdempotent("delete"))
+        XCTAssertFalse(BrokerHTTP.isIdempotent("POST") || BrokerHTTP.isIdempotent("PATCH"))
         for reserved in ["healthz", "metrics"] {
             let named = good.replacingOccurrences(of: #""b":"#, with: "\"\(reserved)\":")
             let reason = failure(#"{"listen":"127.0.0.1:1","banks":{\#(named)},"callers":[]}"#)

@@ -61,4 +61,12 @@ void CKeyBridgeShims_sk_ASN1_TYPE_pop_free(STACK_OF(ASN1_TYPE) *stack);
 struct MHD_Daemon *CKeyBridgeShims_MHD_start_daemon(unsigned int flags, uint16_t port, MHD_AccessHandlerCallback handler, void *handler_cls, MHD_RequestCompletedCallback completed, void *completed_cls, void *(*uri_logger)(void *cls, const char *uri, struct MHD_Connection *connection), void *uri_logger_cls, const struct sockaddr *address, size_t memory_limit, unsigned int timeout_seconds);
 uint16_t CKeyBridgeShims_MHD_get_daemon_info_bind_port(struct MHD_Daemon *daemon);
 
+// MARK: Broker: libcurl's share interface is variadic, and the broker's libmicrohttpd daemon takes a
+// socket it opened itself (Unix sockets) and needs the options of the graceful stop. See BrokerShims.c.
+CURLSHcode CKeyBridgeShims_curl_share_setopt_long(CURLSH *share, CURLSHoption option, long value);
+CURLSHcode CKeyBridgeShims_curl_share_setopt_lock_function(CURLSH *share, void (*callback)(CURL *, curl_lock_data, curl_lock_access, void *));
+CURLSHcode CKeyBridgeShims_curl_share_setopt_unlock_function(CURLSH *share, void (*callback)(CURL *, curl_lock_data, void *));
+CURLSHcode CKeyBridgeShims_curl_share_setopt_pointer(CURLSH *share, CURLSHoption option, void *value);
+struct MHD_Daemon *CKeyBridgeShims_MHD_start_daemon_on_socket(unsigned int flags, MHD_AccessHandlerCallback handler, void *handler_cls, MHD_RequestCompletedCallback completed, void *completed_cls, void *(*uri_logger)(void *cls, const char *uri, struct MHD_Connection *connection), void *uri_logger_cls, int listen_socket, size_t memory_limit, unsigned int timeout_seconds);
+
 #endif
