@@ -110,16 +110,17 @@ func checkRequest(_ request: BrokerRequest) {
         return
     }
     // With the bank, a request that passes every check is signed and sent, and the send fails.
-    let allowed = state == nil ? [400, 401, 403, 404, 413] : [400, 401, 403, 404, 413, 502, 504]
+    let allowed = state == nil ? [400, 401, 403, 404, 413] : [400, 401, 403, 404, 413, 502, 503, 504]
     precondition(allowed.contains(response.status), "unexpected status \(response.status)")
     let object = (try? JSONSerialization.jsonObject(with: response.body)) as? [String: String]
     precondition(object?["error"] != nil && object?["cause"] != nil, "the error answer is not {error, cause} JSON")
-    if let error = object?["error"], error.hasPrefix("upstream-") || error == "signing-failed" {
+    let signingFailures: Set<String> = ["signing-failed", "token_unavailable"]
+    if let error = object?["error"], error.hasPrefix("upstream-") || signingFailures.contains(error) {
         // It got past the path check: no segment of the path may be "." or ".." (also %2e-encoded).
         let path = request.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         let segments = path.lowercased().replacingOccurrences(of: "%2e", with: ".").split(separator: "/", omittingEmptySubsequences: false)
         precondition(!segments.contains { $0 == "." || $0 == ".." }, "a path with dot segments was forwarded: \(request.target)")
-        precondition(error != "signing-failed", "the token could not sign a request that passed the checks: \(object?["cause"] ?? "")")
+        precondition(!signingFailures.contains(error), "the token could not sign a request that passed the checks: \(object?["cause"] ?? "")")
     }
 
     let badValue = request.headers.contains { header in header.value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 } }
