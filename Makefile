@@ -8,6 +8,8 @@
 #                the same POST as plain HTTP through the broker (keybridge serve)
 #   make test    deps + build + setup + swift test
 #   make bench   deps + setup + release build + keybridge bench (issue 7; under 15 minutes)
+#   make install install keybridge, the provider module and the man page under PREFIX
+#                (default /usr/local; CONFIGURATION=release for the optimised build)
 #   make clean   remove .state and .build
 #   make check-deep  sanitizers (TSan, ASan), leaks and fuzzing; slow, not part of make test
 #                (FUZZ_SECONDS=600 per fuzz target; see scripts/check-deep)
@@ -30,7 +32,7 @@ DEB_PACKAGES := softhsm2 opensc nginx-light libengine-pkcs11-openssl p11-kit \
 	p11-kit-modules libcurl4-openssl-dev libmicrohttpd-dev libssl-dev pkg-config \
 	libp11-kit-dev openssl curl
 
-.PHONY: deps build setup demo test bench clean man docs check-deep
+.PHONY: deps build setup demo test bench clean man docs install check-deep
 
 deps:
 	@missing=(); \
@@ -156,6 +158,19 @@ docs: build
 	  $(DOCC) convert Sources/$$m/$$m.docc --additional-symbol-graph-dir .build/docs/symbols/$$m \
 	    --fallback-display-name $$m --fallback-bundle-identifier org.keybridge.$$m --output-path .build/docs/$$m; \
 	done
+
+# keybridge in PREFIX/bin, libkeybridge-provider.so in PREFIX/lib/keybridge, the man page in
+# PREFIX/share/man/man1. The binary keeps loading the Swift runtime of the toolchain it was
+# built with (its RUNPATH), so the toolchain stays where it is.
+PREFIX ?= /usr/local
+CONFIGURATION ?= debug
+install: build
+	@if [ "$(CONFIGURATION)" != debug ]; then $(SWIFT) build -c $(CONFIGURATION); fi
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/keybridge $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 .build/$(CONFIGURATION)/keybridge $(DESTDIR)$(PREFIX)/bin/keybridge
+	install -m 644 .build/$(CONFIGURATION)/libkeybridge-provider.so $(DESTDIR)$(PREFIX)/lib/keybridge/libkeybridge-provider.so
+	install -m 644 docs/keybridge.1 $(DESTDIR)$(PREFIX)/share/man/man1/keybridge.1
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/keybridge; make sure $(PREFIX)/bin is on your PATH"
 
 # Deep checks (README "Deep checks: sanitizers and fuzzing"): the suite under ThreadSanitizer
 # and AddressSanitizer, 10,000 handshakes and signatures under LeakSanitizer, and each libFuzzer

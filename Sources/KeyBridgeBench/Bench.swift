@@ -91,7 +91,7 @@ public enum Bench {
         }
         if options.wants("5") || options.wants("7") {
             progress("5. broker (and 7. memory)")
-            let sections = BrokerBench(keys: keys, settings: options.settings, executable: options.executable, bankPort: bankPort, directory: logs).run()
+            let sections = BrokerBench(keys: keys, settings: options.settings, executable: options.executable, directory: logs).run()
             report.sections += sections.filter { options.wants($0.id) }
         }
         if options.wants("6") {

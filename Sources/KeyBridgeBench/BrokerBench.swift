@@ -107,20 +107,89 @@ final class BrokerProcess {
 
     func stop() { ChildProcess.stop(process) }
 
+    /// CPU seconds used so far.
+    func cpuSeconds() -> Double? { ProcessMemory.cpuSeconds(pid: process.processIdentifier) }
+
     /// The counters of /metrics for the bench bank.
-    func metrics() throws -> (requests: Double, signatures: Double, handshakes: Double) {
+    func metrics() throws -> (requests: Double, signatures: Double, handshakes: Double, resumptions: Double) {
         let client = try HTTPClient(configuration: TLSConfiguration())
         let response = try client.send(HTTPRequest(url: "http://127.0.0.1:\(port)/metrics"))
         let text = String(decoding: response.body, as: UTF8.self)
-        var requests = 0.0, signatures = 0.0, handshakes = 0.0
+        var requests = 0.0, signatures = 0.0, handshakes = 0.0, resumptions = 0.0
         for line in text.split(separator: "\n") where line.contains("bank=\"bench\"") {
             guard let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }
             if line.hasPrefix("keybridge_requests_total{") { requests += value }
             if line.hasPrefix("keybridge_hsm_signatures_total{") { signatures += value }
+            // Full handshakes only; resumed ones (which sign nothing) are their own series.
             if line.hasPrefix("keybridge_upstream_handshakes_total{") { handshakes += value }
+            if line.hasPrefix("keybridge_upstream_resumptions_total{") { resumptions += value }
         }
-        return (requests, signatures, handshakes)
+        return (requests, signatures, handshakes, resumptions)
     }
+}
+
+/// The upstream bank of item 5: nginx with mTLS like the test bank (scripts/bank-nginx), but with
+/// TLS session resumption on (a shared session cache and tickets), as banks' API gateways
+/// usually have it. The test bank has it off so that item 2 measures full handshakes only; here
+/// it shows whether a broker resumes when the bank closes a kept-alive connection (nginx's
+/// `keepalive_requests`, 1,000) instead of signing a new handshake.
+final class ResumingBank {
+    let port: Int
+    let process: Process
+
+    init(keys: BenchKeys, directory: String) throws {
+        port = try Loopback.freePort()
+        let root = "\(directory)/resuming-bank"
+        for folder in ["logs", "tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"] {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(folder)", withIntermediateDirectories: true)
+        }
+        let configuration = """
+        \(geteuid() == 0 ? "user root;" : "")
+        worker_processes 1;
+        daemon off;
+        master_process on;
+        pid \(root)/nginx.pid;
+        error_log \(root)/logs/error.log warn;
+        events { worker_connections 256; }
+        http {
+            access_log off;
+            client_body_temp_path \(root)/tmp/client_body;
+            proxy_temp_path \(root)/tmp/proxy;
+            fastcgi_temp_path \(root)/tmp/fastcgi;
+            uwsgi_temp_path \(root)/tmp/uwsgi;
+            scgi_temp_path \(root)/tmp/scgi;
+            server {
+                listen 127.0.0.1:\(port) ssl;
+                server_name localhost;
+                ssl_certificate \(keys.directory)/pki/server.pem;
+                ssl_certificate_key \(keys.directory)/pki/server-key.pem;
+                ssl_protocols TLSv1.2 TLSv1.3;
+                ssl_session_cache shared:bank:1m;
+                ssl_session_timeout 10m;
+                ssl_session_tickets on;
+                ssl_verify_client on;
+                ssl_client_certificate \(keys.rootCA);
+                ssl_verify_depth 3;
+                default_type application/json;
+                location / {
+                    return 200 '{"subject":"$ssl_client_s_dn","verify":"$ssl_client_verify","protocol":"$ssl_protocol","reused":"$ssl_session_reused","uri":"$request_uri"}\\n';
+                }
+            }
+        }
+        """
+        let path = "\(root)/nginx.conf"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(configuration.utf8), attributes: [.posixPermissions: 0o600])
+        let process = try ChildProcess.start("/usr/sbin/nginx", ["-q", "-p", "\(root)/", "-c", path, "-e", "\(root)/logs/error.log"],
+                                             output: "\(root)/logs/stdout", errors: "\(root)/logs/stderr")
+        self.process = process
+        let port = port
+        guard ChildProcess.waitFor(seconds: 10, { Loopback.isListening(port: port) || !process.isRunning }), process.isRunning else {
+            ChildProcess.stop(process)
+            throw BenchError("the resuming bank (nginx) did not start (see \(root)/logs/error.log)")
+        }
+    }
+
+    func stop() { ChildProcess.stop(process) }
 }
 
 /// nginx as the broker: plain HTTP in front, mTLS upstream with the token key through libp11's
@@ -191,6 +260,13 @@ final class NginxBroker {
 
     func stop() { ChildProcess.stop(process) }
 
+    /// CPU seconds used so far by the master and its workers.
+    func cpuSeconds() -> Double? {
+        let pids = [process.processIdentifier] + ProcessMemory.children(of: process.processIdentifier)
+        let times = pids.compactMap { ProcessMemory.cpuSeconds(pid: $0) }
+        return times.isEmpty ? nil : times.reduce(0, +)
+    }
+
     /// Peak resident memory of the master and its workers, summed (kB).
     func peakMemory() -> Double? {
         let pids = [process.processIdentifier] + ProcessMemory.children(of: process.processIdentifier)
@@ -204,13 +280,22 @@ struct BrokerBench {
     let keys: BenchKeys
     let settings: BenchSettings
     let executable: String
-    let bankPort: Int
     let directory: String
 
     func run() -> [BenchSection] {
         var load = BenchSection(id: "5", title: "Broker: requests/s and latency on keep-alive connections")
         var memory = BenchSection(id: "7", title: "Memory: peak resident set under the item 5 load")
-        load.notes.append("Upstream: the bench bank (nginx, mTLS, answers JSON itself, worker_processes 1). Load: KeyBridge's HTTPClient (libcurl) with keep-alive, one connection per client thread, in the benchmark process; \(settings.loadRounds) rounds of \(settings.loadSeconds) s per path and concurrency, paths alternating; throughput is the median of the rounds, latencies are over all requests. direct: HTTPClient with the token key straight to the bank (what `keybridge request` does, with reuse). broker: plain HTTP to `keybridge serve` (release build), which forwards with the token key. nginx broker: plain HTTP to nginx (worker_processes auto) forwarding with `proxy_ssl_certificate_key engine:pkcs11:…` and `keepalive 16`.")
+        let bank: ResumingBank
+        do {
+            bank = try ResumingBank(keys: keys, directory: directory)
+        } catch {
+            load.notes.append("not measured: \(error)")
+            return [load, memory]
+        }
+        defer { bank.stop() }
+        let bankPort = bank.port
+        load.notes.append("Upstream: a bank nginx like the test bank (mTLS, answers JSON itself, worker_processes 1, keepalive_requests 1,000), but with TLS session resumption (shared session cache and tickets), as bank gateways usually have it; the test bank of item 2 has none. Load: KeyBridge's HTTPClient (libcurl) with keep-alive, one connection per client thread, in the benchmark process; \(settings.loadRounds) rounds of \(settings.loadSeconds) s per path and concurrency, paths alternating; throughput is the median of the rounds, latencies are over all requests. direct: HTTPClient with the token key straight to the bank (what `keybridge request` does, with reuse). broker: plain HTTP to `keybridge serve` (release build), which forwards with the token key. nginx broker: plain HTTP to nginx (worker_processes auto) forwarding with `proxy_ssl_certificate_key engine:pkcs11:…` and `keepalive 16`.")
+        load.notes.append("server CPU ms/req: user + system CPU time of the broker process (keybridge serve; nginx's master and workers) during its rounds, from /proc/PID/stat, over the requests it answered. The load generator, the bank and the broker share the 2 cores, so a broker that needs more CPU per request answers fewer.")
         var broker: BrokerProcess?
         var nginx: NginxBroker?
         defer {
@@ -247,9 +332,18 @@ struct BrokerBench {
                 for path in paths { try LoadGenerator.warm(path.clients, request: path.request, count: 20) }
                 var throughputs: [String: [Double]] = [:]
                 var latencies: [String: [Double]] = [:]
+                // The CPU time each broker process used per request: what bounds its rate when
+                // the cores are shared (the load generator and the bank run on them too).
+                var cpu: [String: (seconds: Double, requests: Int)] = [:]
+                let cpuReaders: [String: () -> Double?] = ["broker": { broker?.cpuSeconds() }, "nginx broker": { nginx?.cpuSeconds() }]
                 for round in 0..<settings.loadRounds {
                     for path in round % 2 == 0 ? paths : paths.reversed() {
+                        let before = cpuReaders[path.name]?()
                         let outcome = try LoadGenerator.run(clients: path.clients, request: path.request, seconds: settings.loadSeconds)
+                        if let before, let after = cpuReaders[path.name]?() {
+                            let sum = cpu[path.name] ?? (0, 0)
+                            cpu[path.name] = (sum.seconds + after - before, sum.requests + outcome.requests)
+                        }
                         throughputs[path.name, default: []].append(outcome.throughput)
                         latencies[path.name, default: []] += outcome.latencies
                     }
@@ -264,6 +358,7 @@ struct BrokerBench {
                     var ratios: [BenchRatio] = []
                     if path.name != "direct" {
                         figures.append(BenchFigure("p50 added ms", p50.flatMap { p in directP50.map { p - $0 } }))
+                        figures.append(BenchFigure("server CPU ms/req", cpu[path.name].flatMap { $0.requests > 0 ? $0.seconds * 1000 / Double($0.requests) : nil }))
                         ratios.append(BenchRatio("p99 added ms", (p99 ?? .nan) - (directP99 ?? .nan), target: path.name == "broker" ? 1 : nil, .atMost))
                     }
                     if path.name == "broker" {
@@ -282,9 +377,9 @@ struct BrokerBench {
             let perThousand = after.requests > 0 ? after.signatures / after.requests * 1000 : .nan
             load.rows.append(BenchRow("broker HSM use (from /metrics, whole run)", [
                 BenchFigure("forwarded", after.requests), BenchFigure("signatures", after.signatures),
-                BenchFigure("handshakes", after.handshakes),
+                BenchFigure("handshakes", after.handshakes), BenchFigure("resumed", after.resumptions),
             ], ratios: [BenchRatio("signatures/1000 req", perThousand, target: 1, .atMost)]))
-            load.notes.append("Signatures per 1,000 requests count every token signature the broker made (its mTLS handshakes to the bank; no signing profile is configured) over every request it answered, warm-up included. The bank nginx closes a keep-alive connection after 1,000 requests (nginx's keepalive_requests default), which forces one new handshake per 1,000 requests.")
+            load.notes.append("Signatures per 1,000 requests count every token signature the broker made (the full mTLS handshakes to the bank, keybridge_hsm_signatures_total; no signing profile is configured) over every request it answered (keybridge_requests_total), warm-up included. handshakes: full handshakes (keybridge_upstream_handshakes_total), one per pooled connection at first; resumed: new connections that resumed a TLS session and signed nothing (keybridge_upstream_resumptions_total), as after the bank closes a connection every 1,000 requests.")
         }
         if let broker {
             let status = ProcessMemory.status(pid: broker.process.processIdentifier)

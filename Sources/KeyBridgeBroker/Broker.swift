@@ -19,7 +19,7 @@ public struct BrokerRequest: Sendable {
     }
 
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        headers.first { $0.name.equalsIgnoringASCIICase(name) }?.value
     }
 }
 
@@ -61,6 +61,8 @@ public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
     let routes: [String: BankRoute]
     let metrics: BrokerMetrics
+    /// Each route's upstream parsed once, for the per-request check that a path stays on it.
+    private let upstreamURLs: [String: URL]
     private let authenticator: BrokerAuthenticator
     private let log: @Sendable (String) -> Void
 
@@ -77,6 +79,7 @@ public final class Broker: Sendable {
             routes[name] = try BankRoute(name: name, bank: bank)
         }
         self.routes = routes
+        upstreamURLs = routes.compactMapValues { URL(string: $0.upstream) }
         if let metrics {
             metrics.register(banks: Array(routes.keys))
             self.metrics = metrics
@@ -125,28 +128,37 @@ public final class Broker: Sendable {
     public func handle(_ request: BrokerRequest, bodyTooLarge: Bool = false) -> BrokerResponse {
         if !bodyTooLarge, let answer = operationalResponse(request) { return answer }
         let started = ProcessInfo.processInfo.systemUptime
-        let requestID = BrokerHTTP.requestID(request.header("X-Request-ID")) ?? UUID().uuidString.lowercased()
+        let requestID = BrokerHTTP.requestID(request.header("X-Request-ID")) ?? BrokerAuthenticator.randomRequestID()
         var trace = Trace()
         var response = bodyTooLarge ? payloadTooLarge() : respond(request, requestID: requestID, trace: &trace)
         let seconds = ProcessInfo.processInfo.systemUptime - started
         metrics.recordRequest(bank: trace.bank, status: response.status, seconds: seconds)
-        response.headers.removeAll { $0.name.lowercased() == "x-request-id" }
+        response.headers.removeAll { $0.name.equalsIgnoringASCIICase("X-Request-ID") }
         response.headers.append(("X-Request-ID", requestID))
-
-        // Never the query (it may carry account numbers), the token, a header value or a PIN.
-        let path = request.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        var line: [String: any Sendable] = [
-            "time": ISO8601DateFormatter().string(from: Date()), "requestId": requestID,
-            "method": String(request.method.prefix(16)), "path": String(path.prefix(200)),
-            "bank": trace.bank, "caller": trace.caller, "status": response.status, "ms": Int((seconds * 1000).rounded()),
-        ]
-        if trace.attempts > 0 { line["attempts"] = trace.attempts }
-        if let version = trace.httpVersion { line["upstreamHttp"] = version }
-        if let connection = trace.connection { line["upstreamConnection"] = connection }
-        if let code = response.errorCode { line["error"] = code }
-        if let tokenError = response.tokenError { line["tokenError"] = tokenError }
-        log(Broker.logLine(line))
+        log(Broker.requestLogLine(request, requestID: requestID, trace: trace, response: response, seconds: seconds))
         return response
+    }
+
+    /// The request's log line, keys in sorted order (the order `logLine` gives). Never the query
+    /// (it may carry account numbers), the token, a header value or a PIN.
+    static func requestLogLine(_ request: BrokerRequest, requestID: String, trace: Trace, response: BrokerResponse,
+                               seconds: Double) -> String {
+        let path = request.target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.target[..<$0]) } ?? request.target
+        var line = BrokerLogLine()
+        if trace.attempts > 0 { line.add("attempts", trace.attempts) }
+        line.add("bank", trace.bank)
+        line.add("caller", trace.caller)
+        if let code = response.errorCode { line.add("error", code) }
+        line.add("method", String(request.method.prefix(16)))
+        line.add("ms", Int((seconds * 1000).rounded()))
+        line.add("path", String(path.prefix(200)))
+        line.add("requestId", requestID)
+        line.add("status", response.status)
+        line.add("time", BrokerLogLine.timestamp())
+        if let tokenError = response.tokenError { line.add("tokenError", tokenError) }
+        if let connection = trace.connection { line.add("upstreamConnection", connection) }
+        if let version = trace.httpVersion { line.add("upstreamHttp", version) }
+        return line.text
     }
 
     /// The payload-too-large answer, for the server to give before the whole body is read.
@@ -196,14 +208,15 @@ public final class Broker: Sendable {
         }
         let rest = segments.count > 1 ? "/" + segments[1] : ""
         // No dot segments (also percent-encoded): they could climb out of the bank's base path.
-        let dotSegments = rest.lowercased().replacingOccurrences(of: "%2e", with: ".").split(separator: "/", omittingEmptySubsequences: false)
-        guard !dotSegments.contains(where: { $0 == "." || $0 == ".." }), !rest.contains("\\") else {
+        let decodedDots = rest.utf8.contains(UInt8(ascii: "%")) ? rest.lowercased().replacingOccurrences(of: "%2e", with: ".") : rest
+        let dotSegments = decodedDots.split(separator: "/", omittingEmptySubsequences: false)
+        guard !dotSegments.contains(where: { $0 == "." || $0 == ".." }), !rest.utf8.contains(UInt8(ascii: "\\")) else {
             return .failure(400, "bad-path", "dot segments (. and ..) are refused in the path")
         }
         let url = route.upstream + rest + query
         // The upstream's scheme, host and port are the configured ones: nothing the caller sent
         // (Host, an absolute path with "//", "@") can point the request elsewhere.
-        guard let parsedURL = URL(string: url), let upstreamURL = URL(string: route.upstream),
+        guard let parsedURL = URL(string: url), let upstreamURL = upstreamURLs[name],
               parsedURL.scheme == upstreamURL.scheme, parsedURL.host == upstreamURL.host, parsedURL.port == upstreamURL.port,
               parsedURL.user == nil else {
             return .failure(400, "bad-path", "the path and query do not make a valid URL on the bank's upstream")
@@ -245,7 +258,10 @@ public final class Broker: Sendable {
                 } else {
                     trace.connection = "reused"
                 }
-                let passed = answer.headers.filter { !BrokerHTTP.responseDropped.contains($0.name.lowercased()) && !$0.name.lowercased().hasPrefix("proxy-") }
+                let passed = answer.headers.filter { header in
+                    let lower = header.name.lowercased()
+                    return !BrokerHTTP.responseDropped.contains(lower) && !lower.hasPrefix("proxy-")
+                }
                 return BrokerResponse(status: answer.status, headers: passed, body: answer.body)
             } catch {
                 // Only a lost connection is tried again: the request may not have reached the bank
@@ -301,9 +317,9 @@ extension BrokerResponse {
 }
 
 extension BrokerResponse {
-    /// 503 `token_unavailable`: the token (HSM) cannot sign now; `code` is the `CKR_` cause.
+    /// 503 `token-unavailable`: the token (HSM) cannot sign now; `code` is the `CKR_` cause.
     static func tokenUnavailable(bank: String, code: String, detail: String) -> BrokerResponse {
-        var response = BrokerResponse.failure(503, "token_unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
+        var response = BrokerResponse.failure(503, "token-unavailable", "bank '\(bank)': the token is unavailable (\(code)); \(detail)",
                                               extra: ["pkcs11": code])
         response.headers.append(("Retry-After", "5"))
         response.tokenError = code

@@ -1,4 +1,6 @@
 import Foundation
+import KeyBridgeTLS
+import OpenBanking
 
 /// `broker.json`: where the broker listens, the banks it forwards to and the callers allowed
 /// to use them. Holds no secret: keys are `pkcs11:` URIs (the PIN comes from their pin-source)
@@ -87,7 +89,20 @@ public struct BrokerConfiguration: Sendable, Decodable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw BrokerError("cannot read the broker configuration \(path)")
         }
-        return try decode(data, source: path)
+        let configuration = try decode(data, source: path)
+        // Before any bank is built (at start and on reload): otherwise a missing cert showed as
+        // an mTLS identity error in `request --cert` words, and a missing caFile not at all
+        // until the first request.
+        try configuration.checkFiles(source: path)
+        return configuration
+    }
+
+    /// Throws one error naming every unusable file of the configuration by its field.
+    public func checkFiles(source: String = "the configuration") throws(BrokerError) {
+        let problems = fileProblems()
+        guard !problems.isEmpty else { return }
+        throw BrokerError("\(source): \(problems.count == 1 ? "a file" : "\(problems.count) files") of the configuration cannot be used: "
+                          + problems.joined(separator: "; ") + "; correct the paths (cert and signing.cert may also be pkcs11: URIs of certificates on the token)")
     }
 
     public static func decode(_ data: Data, source: String = "the configuration") throws(BrokerError) -> BrokerConfiguration {
@@ -142,6 +157,38 @@ public struct BrokerConfiguration: Sendable, Decodable {
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return .tcp(host: host.isEmpty ? "127.0.0.1" : host, port: port)
+    }
+
+    /// Every file the banks name (caFile; cert and signing.cert unless they are `pkcs11:` URIs),
+    /// each problem named by its configuration field, so one run reports all of them.
+    func fileProblems() -> [String] {
+        var problems: [String] = []
+        for (name, bank) in banks.sorted(by: { $0.key < $1.key }) {
+            if let caFile = bank.caFile, let problem = BrokerConfiguration.certificateFileProblem(caFile, pemOnly: true) {
+                problems.append("banks.\(name).caFile \(problem)")
+            }
+            if !bank.cert.lowercased().hasPrefix("pkcs11:"), let problem = BrokerConfiguration.certificateFileProblem(bank.cert, pemOnly: true) {
+                problems.append("banks.\(name).cert \(problem)")
+            }
+            if let cert = bank.signing?.cert, !cert.lowercased().hasPrefix("pkcs11:"),
+               let problem = BrokerConfiguration.certificateFileProblem(cert, pemOnly: false) {
+                problems.append("banks.\(name).signing.cert \(problem)")
+            }
+        }
+        return problems
+    }
+
+    /// Why a certificate file cannot be used, or nil. The TLS layer reads chains and trust roots
+    /// as PEM only; the QSealC may also be one DER certificate.
+    static func certificateFileProblem(_ path: String, pemOnly: Bool) -> String? {
+        let shown = KeyReference.redactedPath(path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "\(shown): no such file" }
+        guard !isDirectory.boolValue else { return "\(shown) is a folder, not a certificate file" }
+        guard let data = FileManager.default.contents(atPath: path) else { return "\(shown) cannot be read (check its permissions)" }
+        if data.range(of: Data("-----BEGIN CERTIFICATE-----".utf8)) != nil { return nil }
+        if !pemOnly, (try? EIDASCertificate(contents: Array(data))) != nil { return nil }
+        return "\(shown) holds no \(pemOnly ? "PEM" : "PEM or DER") certificate"
     }
 
     func validate(source: String) throws(BrokerError) {

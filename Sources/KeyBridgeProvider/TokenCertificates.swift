@@ -23,7 +23,7 @@ public enum TokenCertificates {
         guard leaves.count == 1, let leafHandle = leaves.first else {
             let problem = leaves.isEmpty ? "no certificate object matches" : "\(leaves.count) certificate objects match"
             throw OpenSSLError(function: "certificate lookup",
-                               reason: "\(problem) \(String(text.prefix { $0 != "?" })) on the token; name one with object= or id= (pkcs11-tool --list-objects --type cert shows them)")
+                               reason: "\(problem) \(String(text.prefix { $0 != "?" })) on the token; name one with object= or id= ('keybridge keys list --token …' shows them)")
         }
         let leaf: Certificate
         do {

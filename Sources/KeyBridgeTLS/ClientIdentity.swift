@@ -184,7 +184,7 @@ final class ClientIdentity: @unchecked Sendable {
         case let .pemFile(path):
             guard let bio = BIO_new_file(path, "r") else {
                 ERR_clear_error()
-                throw KeyBridgeError(.file, "cannot read the certificate file \(KeyReference.redacted(path)); check the path given to --cert")
+                throw KeyBridgeError(.file, "cannot read the certificate file \(KeyReference.redacted(path)); check the certificate chain's path (keybridge request: --cert; broker.json: the bank's cert)")
             }
             defer { BIO_free(bio) }
             var certificates: [OpaquePointer] = []
@@ -193,7 +193,7 @@ final class ClientIdentity: @unchecked Sendable {
             }
             ERR_clear_error()
             guard !certificates.isEmpty else {
-                throw KeyBridgeError(.certificate, "\(path) holds no PEM certificate; --cert needs the leaf certificate followed by its intermediates")
+                throw KeyBridgeError(.certificate, "\(KeyReference.redacted(path)) holds no PEM certificate; --cert needs the leaf certificate followed by its intermediates (in broker.json: the bank's cert)")
             }
             return certificates
         }

@@ -457,14 +457,19 @@ private func receiveBody(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ co
 
 private func receiveHeader(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ state: UnsafeMutableRawPointer?) -> Int {
     guard let data, let transfer = transferState(state) else { return 0 }
-    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
-        .trimmingCharacters(in: .newlines)
-    if line.hasPrefix("HTTP/") {
+    // Byte-wise: Foundation's trimmingCharacters on every header line was a tenth of a busy
+    // broker's CPU time.
+    var line = UnsafeRawBufferPointer(start: data, count: size * count)[...]
+    while let last = line.last, last == 0x0D || last == 0x0A { line = line.dropLast() }
+    if line.starts(with: "HTTP/".utf8) {
         // A new status line starts a new header block (after 100 Continue, for example).
-        transfer.statusLine = line
+        transfer.statusLine = String(decoding: line, as: UTF8.self)
         transfer.headers = []
-    } else if let colon = line.firstIndex(of: ":") {
-        transfer.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+    } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+        var value = line[(colon + 1)...]
+        while let first = value.first, first == 0x20 || first == 0x09 { value = value.dropFirst() }
+        while let last = value.last, last == 0x20 || last == 0x09 { value = value.dropLast() }
+        transfer.headers.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: value, as: UTF8.self)))
     }
     return size * count
 }
@@ -548,9 +553,17 @@ enum SignatureSchemeName {
 /// Character comparison.
 enum HTTPSyntax {
     static func isToken(_ text: String) -> Bool {
-        let extra = Set("!#$%&'*+-.^_`|~".utf8)
-        return !text.isEmpty && text.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || extra.contains(byte)
+        // A switch, not a Set of the extra characters: this runs for every header of every request.
+        !text.isEmpty && text.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+                 UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+                 UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+                true
+            default:
+                false
+            }
         }
     }
 

@@ -103,12 +103,14 @@ extension Token {
     /// objects needs one; pooled sessions are read-only. The login (per application and token)
     /// covers it.
     func withReadWriteSession<R>(_ body: (CK_SESSION_HANDLE) throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
-        try module.reinitializeAfterFork()
-        var session: CK_SESSION_HANDLE = 0
-        try check(generationFunctions.C_OpenSession(CK_SLOT_ID(slotID), CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session),
-                  "C_OpenSession", "cannot open a read-write session on slot \(slotID); the token may be write-protected or out of sessions")
-        defer { _ = generationFunctions.C_CloseSession(session) }
-        return try body(session)
+        // Inside the call gate, so a reconnect never finalises the module under a generation.
+        try module.withCalls { () throws(PKCS11Error) -> R in
+            var session: CK_SESSION_HANDLE = 0
+            try check(generationFunctions.C_OpenSession(CK_SLOT_ID(slotID), CK_FLAGS(CKF_SERIAL_SESSION | CKF_RW_SESSION), nil, nil, &session),
+                      "C_OpenSession", "cannot open a read-write session on slot \(slotID); the token may be write-protected or out of sessions")
+            defer { _ = generationFunctions.C_CloseSession(session) }
+            return try body(session)
+        }
     }
 
     /// Objects of any class whose `CKA_LABEL` or `CKA_ID` equals the given ones.

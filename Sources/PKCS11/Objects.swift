@@ -151,10 +151,13 @@ extension Token {
     /// Signs `data` in one `C_Sign` call with the key `object`.
     /// `contextLogin` keys (`CKA_ALWAYS_AUTHENTICATE`) get a context-specific login after
     /// `C_SignInit`, with the PIN that logged the token in.
+    /// With `handleEpoch` (the `epoch` in which `object` was found), a handle from an older
+    /// epoch is refused with `CKR_OBJECT_HANDLE_INVALID` before it is used.
     public func sign(_ data: [UInt8], with object: ObjectHandle, mechanism: SignatureMechanism,
-                     contextLogin: Bool = false) throws(PKCS11Error) -> [UInt8] {
+                     contextLogin: Bool = false, handleEpoch: UInt64? = nil) throws(PKCS11Error) -> [UInt8] {
         try withSession(discardOnError: true) { session throws(PKCS11Error) in
-            try mechanism.withCMechanism { mechanismPointer throws(PKCS11Error) in
+            try requireCurrentEpoch(handleEpoch)
+            return try mechanism.withCMechanism { mechanismPointer throws(PKCS11Error) in
                 try check(functions.C_SignInit(session, mechanismPointer, CK_OBJECT_HANDLE(object.rawValue)),
                           "C_SignInit", "the token refused to start a \(mechanism) signature with this key")
                 if contextLogin { try loginForOneOperation(session) }

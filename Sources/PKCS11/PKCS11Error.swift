@@ -7,12 +7,18 @@ public struct ReturnValue: RawRepresentable, Hashable, Sendable, CustomStringCon
 
     /// `CKR_OK`
     public static let ok = ReturnValue(rawValue: 0x0)
+    /// `CKR_SLOT_ID_INVALID`
+    public static let slotIDInvalid = ReturnValue(rawValue: 0x3)
+    /// `CKR_GENERAL_ERROR`
+    public static let generalError = ReturnValue(rawValue: 0x5)
     /// `CKR_ARGUMENTS_BAD`
     public static let argumentsBad = ReturnValue(rawValue: 0x7)
     /// `CKR_DEVICE_ERROR`
     public static let deviceError = ReturnValue(rawValue: 0x30)
     /// `CKR_DEVICE_REMOVED`
     public static let deviceRemoved = ReturnValue(rawValue: 0x32)
+    /// `CKR_KEY_HANDLE_INVALID`
+    public static let keyHandleInvalid = ReturnValue(rawValue: 0x60)
     /// `CKR_KEY_TYPE_INCONSISTENT`
     public static let keyTypeInconsistent = ReturnValue(rawValue: 0x63)
     /// `CKR_MECHANISM_INVALID`
@@ -55,6 +61,14 @@ public struct ReturnValue: RawRepresentable, Hashable, Sendable, CustomStringCon
     public var meansSessionLost: Bool {
         [.sessionHandleInvalid, .sessionClosed, .deviceRemoved, .tokenNotPresent,
          .deviceError, .userNotLoggedIn, .cryptokiNotInitialized].contains(self)
+    }
+
+    /// Errors after which the module as a whole must be started again (`C_Finalize`, then
+    /// `C_Initialize`): the device or its connection is gone. `p11-kit-client.so` answers
+    /// `CKR_DEVICE_ERROR` once its server has died and stays disconnected until then; after a
+    /// restart with the server still away it shows no slot (`CKR_SLOT_ID_INVALID`).
+    public var meansTokenUnreachable: Bool {
+        [.deviceError, .deviceRemoved, .tokenNotPresent, .cryptokiNotInitialized, .slotIDInvalid].contains(self)
     }
 
     private static let names: [UInt: String] = [
@@ -103,6 +117,13 @@ public struct PKCS11Error: Error, Sendable, CustomStringConvertible {
         self.returnValue = returnValue
         self.function = function
         self.reason = reason
+    }
+
+    /// Whether the token could not be reached (device gone, connection lost, or KeyBridge still
+    /// waiting to reconnect), as opposed to a refusal by a token that is there. Services answer
+    /// such errors with 503: the same request may work once the token is back.
+    public var isTokenUnavailable: Bool {
+        returnValue?.meansTokenUnreachable == true
     }
 
     public var description: String {

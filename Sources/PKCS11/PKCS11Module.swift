@@ -6,15 +6,26 @@ import Glibc
 
 /// A loaded PKCS#11 module (`dlopen` plus `C_GetFunctionList`), initialised with OS locking.
 ///
-/// Modules are shared per path inside a process and never finalised: `C_Finalize` at exit can
-/// crash SoftHSM, and other code in the process may still be using the same module.
+/// Modules are shared per path inside a process and not finalised at exit: `C_Finalize` there
+/// can crash SoftHSM, and other code in the process may still be using the same module.
+///
+/// When the device or its connection goes away (`ReturnValue.meansTokenUnreachable`), the module
+/// is restarted (`C_Finalize`, `C_Initialize`) with a bounded back-off; until that works, calls
+/// fail at once with an error saying so, and tokens then find their slots, sessions, login and
+/// key handles again.
 public final class PKCS11Module: @unchecked Sendable {
-    // `functions` is set once in init and read-only afterwards; `state` is guarded by `lock`.
+    // `functions` is set once in init and read-only afterwards; `initializedInProcess`,
+    // `tokens`, `generation` and `outage` are guarded by `lock`. Calls into the module hold
+    // `calls` shared; a restart holds it exclusively.
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     public let path: String
     private let lock = NSLock()
     private var initializedInProcess: pid_t
-    private var tokens: [UInt: Token] = [:]
+    private var tokens: [TokenIdentity: Token] = [:]
+    private let calls = CallGate()
+    /// Counts module (re)starts; sessions, logins and object handles belong to one generation.
+    private var generation: UInt64 = 0
+    private var outage: Outage?
 
     /// The module's own description (`C_GetInfo`).
     public let info: ModuleInfo
@@ -131,6 +142,7 @@ public final class PKCS11Module: @unchecked Sendable {
         functions = list
         self.path = path
         initializedInProcess = getpid()
+        _ = PKCS11Module.sigpipeIgnored
         try PKCS11Module.initialize(list, path: path)
         var rawInfo = CK_INFO()
         try check(list.pointee.C_GetInfo(&rawInfo), "C_GetInfo")
@@ -162,18 +174,146 @@ public final class PKCS11Module: @unchecked Sendable {
         }
         try check(rv, "C_Initialize", "re-initialising \(path) after fork failed")
         initializedInProcess = pid
+        generation += 1
+        outage = nil
         for token in tokens.values { token.forgetSessionsAfterFork() }
     }
 
+    // MARK: Connection loss and recovery
+
+    /// What is known about a token that cannot be reached.
+    private struct Outage {
+        var since: UInt64
+        var cause: PKCS11Error
+        var failedReconnects = 0
+        var nextReconnect: UInt64
+    }
+
+    /// Back-off between reconnect attempts: 50 ms doubling up to 400 ms, so a token that comes
+    /// back is in use again within half a second, and a missing one costs one cheap
+    /// `C_Initialize` per 400 ms at most.
+    static func reconnectDelay(afterFailures failures: Int) -> UInt64 {
+        let milliseconds = min(50 << min(failures - 1, 4), 400)
+        return UInt64(milliseconds) * 1_000_000
+    }
+
+    /// Whether the module lost its device or connection and has not reconnected yet.
+    public var isUnreachable: Bool { lock.withLock { outage != nil } }
+
+    /// The module generation: it changes whenever the module was started again (after fork or
+    /// a lost connection), and with it every session, login and object handle.
+    var currentGeneration: UInt64 { lock.withLock { generation } }
+
+    /// Runs `body`, which calls into the module, after restarting the module if it lost its
+    /// device and a reconnect is due. While the token is unreachable and no reconnect is due,
+    /// throws at once instead of calling. An unreachable-token error from `body` starts an outage.
+    ///
+    /// With `retryAfterReconnect`, a body that found the connection broken (say the server was
+    /// restarted while the process was idle) runs once more right after the reconnect, so the
+    /// first caller does not fail. Only for bodies that hold no session or object handle: those
+    /// are void after a reconnect.
+    func withCalls<R>(retryAfterReconnect: Bool = false, _ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        try reinitializeAfterFork()
+        // Nested calls run inside one that already holds the gate: a restart there would wait
+        // for itself.
+        let outermost = !calls.isHeldByThisThread
+        if outermost { try reconnectIfDue() }
+        do {
+            return try runShared(body)
+        } catch where outermost && retryAfterReconnect && error.isTokenUnavailable {
+            try reconnectIfDue()
+            return try runShared(body)
+        }
+    }
+
+    private func runShared<R>(_ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        try calls.shared { () throws(PKCS11Error) -> R in
+            let started = currentGeneration
+            do throws(PKCS11Error) {
+                return try body()
+            } catch {
+                if error.isTokenUnavailable { noteUnreachable(error, generation: started) }
+                throw error
+            }
+        }
+    }
+
+    private func noteUnreachable(_ error: PKCS11Error, generation started: UInt64) {
+        let now = monotonicNanoseconds()
+        let opened: Bool = lock.withLock {
+            guard generation == started, outage == nil else { return false }
+            // The first reconnect may run at once: a short blip then costs one failed call.
+            outage = Outage(since: now, cause: error, nextReconnect: now)
+            return true
+        }
+        if opened {
+            KeyBridgeLog.warning("the token behind \(path) is unreachable (\(error.function) returned \(error.returnValue?.name ?? "an error")); failing fast and reconnecting with back-off")
+        }
+    }
+
+    private func reconnectIfDue() throws(PKCS11Error) {
+        guard let pending = lock.withLock({ outage }) else { return }
+        if monotonicNanoseconds() < pending.nextReconnect { throw unavailable(pending) }
+        try calls.exclusive { () throws(PKCS11Error) in
+            // Another thread may have reconnected, or tried, while this one waited.
+            guard let current = lock.withLock({ outage }) else { return }
+            let now = monotonicNanoseconds()
+            if now < current.nextReconnect { throw unavailable(current) }
+            // Sessions and handles of the old connection are gone; finalising drops the module's
+            // own state for them, and initialising connects again.
+            _ = functions.pointee.C_Finalize(nil)
+            var arguments = CK_C_INITIALIZE_ARGS()
+            arguments.flags = CK_FLAGS(CKF_OS_LOCKING_OK)
+            let rv = withUnsafeMutablePointer(to: &arguments) { functions.pointee.C_Initialize(UnsafeMutableRawPointer($0)) }
+            // A client whose server is still away initialises fine but shows no token.
+            var present: CK_ULONG = 0
+            let reachable = (rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+                && functions.pointee.C_GetSlotList(CK_BBOOL(CK_TRUE), nil, &present) == CKR_OK && present > 0
+            let (stillAway, known): (Outage?, [Token]) = lock.withLock {
+                generation += 1
+                if reachable {
+                    outage = nil
+                } else if var still = outage {
+                    still.failedReconnects += 1
+                    still.nextReconnect = now + PKCS11Module.reconnectDelay(afterFailures: still.failedReconnects)
+                    outage = still
+                }
+                return (outage, Array(tokens.values))
+            }
+            for token in known { token.forgetSessionsAfterRestart() }
+            if let stillAway { throw unavailable(stillAway) }
+            let seconds = Double(now - current.since) / 1e9
+            KeyBridgeLog.warning("the token behind \(path) is reachable again after \(String(format: "%.1f", seconds)) s; sessions, login and keys are restored on use")
+        }
+    }
+
+    /// The fail-fast error while a token is away: it names the original failure and the wait.
+    private func unavailable(_ outage: Outage) -> PKCS11Error {
+        let now = monotonicNanoseconds()
+        let away = Double(now &- outage.since) / 1e9
+        let next = outage.nextReconnect > now ? Double(outage.nextReconnect - now) / 1e6 : 0
+        return PKCS11Error(returnValue: outage.cause.returnValue ?? .deviceError, function: outage.cause.function,
+                           reason: "the token is unreachable for \(String(format: "%.1f", away)) s (module \(path)); KeyBridge reconnects by itself, next try in \(Int(next)) ms. Check the HSM, its network or its p11-kit server")
+    }
+
+    /// A PKCS#11 client module talks to its HSM over a socket; a write to a socket whose server
+    /// died raises SIGPIPE, which by default kills the whole process instead of failing one
+    /// call. It is ignored unless the application already chose what SIGPIPE does.
+    private static let sigpipeIgnored: Void = {
+        let previous = signal(SIGPIPE, SIG_IGN)
+        if previous != nil { _ = signal(SIGPIPE, previous) }
+    }()
+
     /// Slots, by default only those with a token present.
     public func slots(tokenPresent: Bool = true) throws(PKCS11Error) -> [Slot] {
-        try reinitializeAfterFork()
-        var count: CK_ULONG = 0
-        let present = CK_BBOOL(tokenPresent ? CK_TRUE : CK_FALSE)
-        try check(functions.pointee.C_GetSlotList(present, nil, &count), "C_GetSlotList")
-        var ids = [CK_SLOT_ID](repeating: 0, count: Int(count))
-        try check(functions.pointee.C_GetSlotList(present, &ids, &count), "C_GetSlotList")
-        return try ids.prefix(Int(count)).map { id throws(PKCS11Error) in try slot(id: id) }
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> [Slot] in
+            var count: CK_ULONG = 0
+            let present = CK_BBOOL(tokenPresent ? CK_TRUE : CK_FALSE)
+            try check(functions.pointee.C_GetSlotList(present, nil, &count), "C_GetSlotList")
+            var ids = [CK_SLOT_ID](repeating: 0, count: Int(count))
+            try check(functions.pointee.C_GetSlotList(present, &ids, &count), "C_GetSlotList")
+            return try ids.prefix(Int(count)).map { id throws(PKCS11Error) in try slot(id: id) }
+        }
     }
 
     func slot(id: CK_SLOT_ID) throws(PKCS11Error) -> Slot {
@@ -190,9 +330,11 @@ public final class PKCS11Module: @unchecked Sendable {
     }
 
     func tokenInfo(slotID: UInt) throws(PKCS11Error) -> TokenInfo {
-        var rawToken = CK_TOKEN_INFO()
-        try check(functions.pointee.C_GetTokenInfo(CK_SLOT_ID(slotID), &rawToken), "C_GetTokenInfo")
-        return TokenInfo(rawToken)
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> TokenInfo in
+            var rawToken = CK_TOKEN_INFO()
+            try check(functions.pointee.C_GetTokenInfo(CK_SLOT_ID(slotID), &rawToken), "C_GetTokenInfo")
+            return TokenInfo(rawToken)
+        }
     }
 
     /// The token in the one slot that matches the URI's token and slot attributes.
@@ -218,15 +360,20 @@ public final class PKCS11Module: @unchecked Sendable {
             throw PKCS11Error(function: "token lookup",
                               reason: "\(matching.count) tokens match \(uri.tokenDescription); add serial= or slot-id= to the URI to pick one")
         }
-        return token(slotID: UInt(chosen.id))
+        guard let chosenToken = chosen.token else { preconditionFailure("filtered on a present token above") }
+        return token(identity: TokenIdentity(chosenToken), slotID: UInt(chosen.id))
     }
 
-    func token(slotID: UInt) -> Token {
-        lock.lock()
-        defer { lock.unlock() }
-        if let token = tokens[slotID] { return token }
-        let token = Token(module: self, slotID: slotID)
-        tokens[slotID] = token
+    /// One `Token` per token, found by its identity rather than its slot: after a reconnect the
+    /// same token may sit in another slot.
+    func token(identity: TokenIdentity, slotID: UInt) -> Token {
+        let (token, isNew): (Token, Bool) = lock.withLock {
+            if let token = tokens[identity] { return (token, false) }
+            let token = Token(module: self, identity: identity, slotID: slotID, generation: generation)
+            tokens[identity] = token
+            return (token, true)
+        }
+        if !isNew { token.moved(to: slotID) }
         return token
     }
 
@@ -242,11 +389,83 @@ public final class PKCS11Module: @unchecked Sendable {
 
     /// Mechanisms the token in a slot offers, by raw `CKM_` value.
     func mechanisms(slotID: UInt) throws(PKCS11Error) -> Set<UInt> {
-        var count: CK_ULONG = 0
-        try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), nil, &count), "C_GetMechanismList")
-        var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
-        try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), &list, &count), "C_GetMechanismList")
-        return Set(list.prefix(Int(count)).map { UInt($0) })
+        try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> Set<UInt> in
+            var count: CK_ULONG = 0
+            try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), nil, &count), "C_GetMechanismList")
+            var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+            try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), &list, &count), "C_GetMechanismList")
+            return Set(list.prefix(Int(count)).map { UInt($0) })
+        }
+    }
+}
+
+/// Lets many threads call into a module at once, and a module restart run alone.
+private final class CallGate: @unchecked Sendable {
+    // The rwlock has stable storage of its own and is only used through pthread calls, which
+    // are thread-safe; the thread-specific depth tells a thread whether it is already inside.
+    private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
+    private var depthKey = pthread_key_t()
+
+    init() {
+        rwlock = .allocate(capacity: 1)
+        // glibc's default rwlock prefers readers, so a thread inside may take it shared again.
+        pthread_rwlock_init(rwlock, nil)
+        pthread_key_create(&depthKey, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(rwlock)
+        rwlock.deallocate()
+        pthread_key_delete(depthKey)
+    }
+
+    var isHeldByThisThread: Bool { depth > 0 }
+
+    private var depth: Int {
+        get { Int(bitPattern: pthread_getspecific(depthKey)) }
+        set { pthread_setspecific(depthKey, UnsafeRawPointer(bitPattern: newValue)) }
+    }
+
+    func shared<R>(_ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        pthread_rwlock_rdlock(rwlock)
+        depth += 1
+        defer {
+            depth -= 1
+            pthread_rwlock_unlock(rwlock)
+        }
+        return try body()
+    }
+
+    func exclusive<R>(_ body: () throws(PKCS11Error) -> R) throws(PKCS11Error) -> R {
+        pthread_rwlock_wrlock(rwlock)
+        depth += 1
+        defer {
+            depth -= 1
+            pthread_rwlock_unlock(rwlock)
+        }
+        return try body()
+    }
+}
+
+/// Nanoseconds on a clock that only moves forward, for outage timing.
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// What tells one token from another, whatever slot it is in.
+struct TokenIdentity: Hashable, Sendable {
+    var label: String
+    var manufacturer: String
+    var model: String
+    var serialNumber: String
+
+    init(_ info: TokenInfo) {
+        label = info.label
+        manufacturer = info.manufacturer
+        model = info.model
+        serialNumber = info.serialNumber
     }
 }
 

@@ -29,6 +29,8 @@ public final class PrivateKey: @unchecked Sendable {
     public let alwaysAuthenticate: Bool
     private let lock = NSLock()
     private var handle: ObjectHandle
+    /// The token's session epoch in which `handle` was found; in a later one it may be stale.
+    private var handleEpoch: UInt64
     private var cachedUsableMechanisms: Set<UInt>?
 
     /// Finds the single private key the URI names, logging in first if the token needs it.
@@ -38,8 +40,12 @@ public final class PrivateKey: @unchecked Sendable {
                                pinFallback: (() -> PIN?)? = nil) throws(PKCS11Error) -> PrivateKey {
         // Keys are looked up once per process; the PIN is not part of the cache key.
         let cacheKey = uri.formatted()
-        if cachesKeys, let cached = cacheLock.withLock({ cache[cacheKey] }), cached.token.isLoggedIn || !cached.needsLogin {
-            return cached
+        if cachesKeys, let cached = cacheLock.withLock({ cache[cacheKey] }) {
+            if cached.token.isLoggedIn || !cached.needsLogin { return cached }
+            // The token lost its login (an outage, a fork): the PIN that worked logs in again,
+            // and the key finds its handle again when it next signs.
+            try? cached.token.reloginIfPossible()
+            if cached.token.isLoggedIn { return cached }
         }
         let key = try lookUp(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: pinFallback)
         if cachesKeys { cacheLock.withLock { cache[cacheKey] = key } }
@@ -83,8 +89,9 @@ public final class PrivateKey: @unchecked Sendable {
                               reason: "the URI has type=\(type.rawValue), but a private key is needed; use type=private or leave type out")
         }
         let (token, tokenInfo) = try loggedInToken(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: pinFallback)
+        let epoch = token.epoch
         let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
-        return try PrivateKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
+        return try PrivateKey(uri: uri, token: token, handle: handle, epoch: epoch, tokenLabel: tokenInfo.label)
     }
 
     /// Every private key on the token a URI names (its object attributes are ignored), each with
@@ -96,6 +103,7 @@ public final class PrivateKey: @unchecked Sendable {
         tokenOnly.id = nil
         tokenOnly.type = nil
         var keys: [PrivateKey] = []
+        let epoch = token.epoch
         for handle in try token.findObjects(matching: tokenOnly, objectClass: .privateKey) {
             var own = tokenOnly
             own.type = .privateKey
@@ -105,7 +113,7 @@ public final class PrivateKey: @unchecked Sendable {
                 own.object = try token.attribute(.label, of: handle).map { String(decoding: $0, as: UTF8.self) }
             }
             // Keys of types KeyBridge cannot use are skipped, not fatal: they are someone else's.
-            if let key = try? PrivateKey(uri: own, token: token, handle: handle, tokenLabel: tokenInfo.label) {
+            if let key = try? PrivateKey(uri: own, token: token, handle: handle, epoch: epoch, tokenLabel: tokenInfo.label) {
                 keys.append(key)
             }
         }
@@ -142,12 +150,12 @@ public final class PrivateKey: @unchecked Sendable {
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
         if uri.object == nil && uri.id == nil {
             throw PKCS11Error(function: "key lookup",
-                              reason: "the URI names no key; add object=<label> or id=<hex> to it (pkcs11-tool --list-objects shows them)")
+                              reason: "the URI names no key; add object=<label> or id=<hex> to it ('keybridge keys list --token …' shows them)")
         }
         let found = try token.findObjects(matching: uri, objectClass: .privateKey)
         guard let first = found.first else {
             throw PKCS11Error(function: "key lookup",
-                              reason: "no private key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= (pkcs11-tool --list-objects shows what is there)")
+                              reason: "no private key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= ('keybridge keys list --token …' shows what is there)")
         }
         if found.count > 1 {
             throw PKCS11Error(function: "key lookup",
@@ -156,13 +164,14 @@ public final class PrivateKey: @unchecked Sendable {
         return first
     }
 
-    private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, tokenLabel: String) throws(PKCS11Error) {
+    private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, epoch: UInt64, tokenLabel: String) throws(PKCS11Error) {
         // The URI is kept for finding the key again; a PIN in it is not kept with it.
         var withoutPIN = uri
         withoutPIN.pinValue = nil
         self.uri = withoutPIN
         self.token = token
         self.handle = handle
+        self.handleEpoch = epoch
         self.tokenLabel = tokenLabel
         guard let rawType = try token.ulongAttribute(.keyType, of: handle), let type = KeyType(rawValue: rawType) else {
             throw PKCS11Error(function: "key lookup", reason: "the key \(uri.objectDescription) is of a type KeyBridge cannot use (only RSA, EC and EdDSA keys)")
@@ -219,7 +228,7 @@ public final class PrivateKey: @unchecked Sendable {
 
     private func readUsableMechanisms() throws(PKCS11Error) -> Set<UInt> {
         let offered = try token.mechanisms()
-        let currentHandle = lock.withLock { handle }
+        let (currentHandle, _) = try currentHandle()
         guard let raw = try token.attribute(.allowedMechanisms, of: currentHandle), !raw.isEmpty else { return offered }
         let stride = MemoryLayout<UInt>.size
         let allowed = raw.withUnsafeBytes { bytes in
@@ -228,19 +237,46 @@ public final class PrivateKey: @unchecked Sendable {
         return offered.intersection(allowed)
     }
 
-    /// Signs with the key. After a lost session it logs in again (only with the PIN that worked),
-    /// finds the key again and retries once.
+    /// Signs with the key. After a lost session or a token outage it logs in again (only with the
+    /// PIN that worked), finds the key again and retries once. While the token is unreachable it
+    /// fails at once (`PKCS11Error.isTokenUnavailable`).
     public func sign(_ data: [UInt8], mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
-        let currentHandle = lock.withLock { handle }
+        let (current, epoch) = try currentHandle()
         do {
-            return try token.sign(data, with: currentHandle, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: epoch)
         } catch {
-            guard let code = error.returnValue, code.meansSessionLost || code == .objectHandleInvalid else { throw error }
-            try token.reloginIfPossible()
-            let fresh = try PrivateKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
-            lock.withLock { handle = fresh }
-            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            guard error.meansStaleHandleOrSession else { throw error }
+            let (fresh, freshEpoch) = try refreshHandle()
+            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: freshEpoch)
         }
+    }
+
+    /// The handle and the epoch it belongs to, found again first if the token lost its sessions
+    /// since it was found: a handle number from an older connection may name another object now.
+    private func currentHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
+        let (current, epoch) = lock.withLock { (handle, handleEpoch) }
+        if epoch == token.epoch { return (current, epoch) }
+        return try refreshHandle()
+    }
+
+    private func refreshHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
+        try token.reloginIfPossible()
+        let epoch = token.epoch
+        let fresh = try PrivateKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
+        lock.withLock {
+            handle = fresh
+            handleEpoch = epoch
+        }
+        return (fresh, epoch)
+    }
+}
+
+extension PKCS11Error {
+    /// Errors after which a key's handle or the token's sessions may be stale, so finding the key
+    /// again (and logging in again) may help.
+    var meansStaleHandleOrSession: Bool {
+        guard let code = returnValue else { return false }
+        return code.meansSessionLost || code.meansTokenUnreachable || code == .objectHandleInvalid || code == .keyHandleInvalid
     }
 }
 

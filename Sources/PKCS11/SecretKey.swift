@@ -33,6 +33,8 @@ public final class SecretKey: @unchecked Sendable {
     public let alwaysAuthenticate: Bool
     private let lock = NSLock()
     private var handle: ObjectHandle
+    /// The token's session epoch in which `handle` was found; in a later one it may be stale.
+    private var handleEpoch: UInt64
 
     /// `CKO_SECRET_KEY`; `ObjectClass` lists only the classes of asymmetric keys and certificates.
     private static let secretKeyClass: UInt = 4
@@ -47,14 +49,15 @@ public final class SecretKey: @unchecked Sendable {
         }
         // The same login rules as private keys: one place decides, counts and names PIN sources.
         let (token, tokenInfo) = try PrivateKey.loggedInToken(uri, pin: pin, allowPrompt: allowPrompt, pinFallback: nil)
+        let epoch = token.epoch
         let handle = try findSingleKey(uri, on: token, tokenLabel: tokenInfo.label)
-        return try SecretKey(uri: uri, token: token, handle: handle, tokenLabel: tokenInfo.label)
+        return try SecretKey(uri: uri, token: token, handle: handle, epoch: epoch, tokenLabel: tokenInfo.label)
     }
 
     private static func findSingleKey(_ uri: PKCS11URI, on token: Token, tokenLabel: String) throws(PKCS11Error) -> ObjectHandle {
         if uri.object == nil && uri.id == nil {
             throw PKCS11Error(function: "key lookup",
-                              reason: "the URI names no key; add object=<label> or id=<hex> to it (pkcs11-tool --list-objects --type secrkey shows them)")
+                              reason: "the URI names no key; add object=<label> or id=<hex> to it ('keybridge keys list --token …' shows them)")
         }
         // Search by label and id, then keep the secret keys: the search template takes only the
         // classes in `ObjectClass`.
@@ -64,7 +67,7 @@ public final class SecretKey: @unchecked Sendable {
         }
         guard let first = found.first else {
             throw PKCS11Error(function: "key lookup",
-                              reason: "no secret key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= (pkcs11-tool --list-objects --type secrkey shows what is there)")
+                              reason: "no secret key matches \(uri.objectDescription) on token '\(tokenLabel)'; check object= and id= ('keybridge keys list --token …' shows what is there)")
         }
         if found.count > 1 {
             throw PKCS11Error(function: "key lookup",
@@ -73,13 +76,14 @@ public final class SecretKey: @unchecked Sendable {
         return first
     }
 
-    private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, tokenLabel: String) throws(PKCS11Error) {
+    private init(uri: PKCS11URI, token: Token, handle: ObjectHandle, epoch: UInt64, tokenLabel: String) throws(PKCS11Error) {
         // The URI is kept for finding the key again; a PIN in it is not kept with it.
         var withoutPIN = uri
         withoutPIN.pinValue = nil
         self.uri = withoutPIN
         self.token = token
         self.handle = handle
+        self.handleEpoch = epoch
         self.tokenLabel = tokenLabel
         guard let rawType = try token.ulongAttribute(.keyType, of: handle), let type = SecretKeyType(rawValue: rawType) else {
             throw PKCS11Error(function: "key lookup",
@@ -107,21 +111,31 @@ public final class SecretKey: @unchecked Sendable {
     }
 
     /// Computes a MAC of `data` on the token; only `.hmac` mechanisms apply to a secret key.
-    /// After a lost session it logs in again (only with the PIN that worked), finds the key
-    /// again and retries once.
+    /// After a lost session or a token outage it logs in again (only with the PIN that worked),
+    /// finds the key again and retries once.
     public func sign(_ data: [UInt8], mechanism: SignatureMechanism) throws(PKCS11Error) -> [UInt8] {
         guard case .hmac = mechanism else {
             throw PKCS11Error(function: "C_SignInit", reason: "\(mechanism) needs a private key; a secret key makes HMACs only (CKM_SHA*_HMAC)")
         }
-        let currentHandle = lock.withLock { handle }
+        let (known, knownEpoch) = lock.withLock { (handle, handleEpoch) }
+        let (current, epoch) = knownEpoch == token.epoch ? (known, knownEpoch) : try refreshHandle()
         do {
-            return try token.sign(data, with: currentHandle, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            return try token.sign(data, with: current, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: epoch)
         } catch {
-            guard let code = error.returnValue, code.meansSessionLost || code == .objectHandleInvalid else { throw error }
-            try token.reloginIfPossible()
-            let fresh = try SecretKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
-            lock.withLock { handle = fresh }
-            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate)
+            guard error.meansStaleHandleOrSession else { throw error }
+            let (fresh, freshEpoch) = try refreshHandle()
+            return try token.sign(data, with: fresh, mechanism: mechanism, contextLogin: alwaysAuthenticate, handleEpoch: freshEpoch)
         }
+    }
+
+    private func refreshHandle() throws(PKCS11Error) -> (ObjectHandle, UInt64) {
+        try token.reloginIfPossible()
+        let epoch = token.epoch
+        let fresh = try SecretKey.findSingleKey(uri, on: token, tokenLabel: tokenLabel)
+        lock.withLock {
+            handle = fresh
+            handleEpoch = epoch
+        }
+        return (fresh, epoch)
     }
 }

@@ -5,28 +5,34 @@ import KeyBridgeBench
 /// nginx, side by side in one run (issue 7). `make bench` runs it on the release build.
 enum BenchCommand {
     static let help = """
-    Usage: keybridge bench [--quick] [--items 1,2,…] [--state DIR] [--dir DIR] [--json FILE] [--markdown FILE]
+    Usage: keybridge bench [--quick] [--items 1,2,…] [--state DIR] [--dir DIR]
+                           [--json FILE] [--markdown FILE]
 
-    Measures, side by side on the same keys and servers: (1) signatures/s through the provider
-    against raw C_Sign, libp11's engine and the key in memory; (2) full mTLS handshakes/s against
-    openssl s_server and nginx, token key vs PEM file vs engine; (3) signatures/s with 1, 2 and 4
-    threads; (4) items 1 and 2 through a p11-kit server; (5) requests/s and latency through
-    `keybridge serve`, direct and through nginx as broker, and HSM signatures per 1,000 requests;
-    (6) cold start of `keybridge request` against curl with libp11's engine; (7) peak memory of
-    `keybridge serve`. Prints Markdown tables and writes every figure as JSON.
+    Measures, side by side on the same keys and servers: (1) signatures/s through
+    the provider against raw C_Sign, libp11's engine and the key in memory; (2)
+    full mTLS handshakes/s against openssl s_server and nginx, token key vs PEM
+    file vs engine; (3) signatures/s with 1, 2 and 4 threads; (4) items 1 and 2
+    through a p11-kit server; (5) requests/s and latency through `keybridge
+    serve`, direct and through nginx as broker, and HSM signatures per 1,000
+    requests; (6) cold start of `keybridge request` against curl with libp11's
+    engine; (7) peak memory of `keybridge serve`. Prints Markdown tables and
+    writes every figure as JSON.
 
       --quick          Short runs to try the harness; the figures mean little
       --items LIST     Only these items (comma-separated numbers)
-      --state DIR      softhsm-setup state folder with the test PKI (default .state)
-      --dir DIR        The benchmark's own folder: token, keys, logs (default STATE/bench)
+      --state DIR      softhsm-setup state folder with the test PKI (default
+                       .state)
+      --dir DIR        The benchmark's own folder: token, keys, logs (default
+                       STATE/bench)
       --json FILE      Where the figures go (default DIR/results.json)
       --markdown FILE  Where the tables go (default DIR/results.md)
 
-    Run it from the repository (it uses scripts/bench-setup and scripts/bank-nginx), as
-    `make bench` does, with the packages of `make deps`.
+    Run it from the repository (it uses scripts/bench-setup and
+    scripts/bank-nginx), as `make bench` does, with the packages of `make deps`.
 
     For a profiler, after one run has made the bench token:
-      keybridge bench --profile-signatures STATE/bench pkcs1|pss|ecdsa provider|raw|engine|file COUNT
+      keybridge bench --profile-signatures STATE/bench pkcs1|pss|ecdsa
+        provider|raw|engine|file COUNT
     """
 
     static func run(_ arguments: [String]) -> Int32 {

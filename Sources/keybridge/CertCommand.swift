@@ -107,7 +107,7 @@ enum CertCommand {
                 throw Failure(status: 3, message: "cannot read the certificate from the token: \(error)")
             }
             guard let leaf = chain.first else {
-                throw Failure(status: 3, message: "the token returned no certificate for \(displayName(source)); check object= or id= with 'pkcs11-tool --list-objects --type cert'")
+                throw Failure(status: 3, message: "the token returned no certificate for \(displayName(source)); check object= or id= with 'keybridge keys list --token …'")
             }
             bytes = leaf
         } else {
@@ -260,30 +260,34 @@ extension Help {
     Usage: keybridge cert <command> [options]
 
     Commands:
-      inspect FILE|pkcs11:URI [--json]  Show an eIDAS certificate: subject and organizationIdentifier,
-                                        validity, key, fingerprint and QC statements (QcType, PSD2
-                                        roles, NCA); see 'keybridge cert inspect --help'
+      inspect FILE|pkcs11:URI [--json]  Show an eIDAS certificate: subject and
+                                        organizationIdentifier, validity, key,
+                                        fingerprint and QC statements (QcType,
+                                        PSD2 roles, NCA); see 'keybridge cert
+                                        inspect --help'
     """
 
     static let certInspect = """
     Usage: keybridge cert inspect [--json] FILE|pkcs11:URI
 
-    Shows what PSD2 checks need from an eIDAS certificate (QWAC or QSealC): the subject with its
-    organizationIdentifier (2.5.4.97), the issuer, serial, validity with the days left, the key, the
-    SHA-256 fingerprint and the QCStatements: QcCompliance, QcType (web = QWAC, eseal = QSealC,
-    esign) and the PSD2 roles (PSP_AS, PSP_PI, PSP_AI, PSP_IC) with the NCA's name and id
-    (ETSI TS 119 495). Statements it does not know are listed by OID.
+    Shows what PSD2 checks need from an eIDAS certificate (QWAC or QSealC): the
+    subject with its organizationIdentifier (2.5.4.97), the issuer, serial,
+    validity with the days left, the key, the SHA-256 fingerprint and the
+    QCStatements: QcCompliance, QcType (web = QWAC, eseal = QSealC, esign) and the
+    PSD2 roles (PSP_AS, PSP_PI, PSP_AI, PSP_IC) with the NCA's name and id (ETSI
+    TS 119 495). Statements it does not know are listed by OID.
 
-    FILE is PEM (the first certificate of a chain file) or DER; - reads standard input. A pkcs11:
-    URI names a certificate object on a token, for example
-      'pkcs11:token=keybridge;object=client-rsa;type=cert?module-path=/usr/lib/softhsm/libsofthsm2.so'
+    FILE is PEM (the first certificate of a chain file) or DER; - reads standard
+    input. A pkcs11: URI names a certificate object on a token, for example
+      'pkcs11:token=keybridge;object=client-rsa;type=cert?module-path=/lib/p11.so'
 
     Options:
-          --json      Print JSON with stable keys (absent values are null), for monitoring
+          --json      Print JSON with stable keys (absent values are null), for
+                      monitoring
       -h, --help      Show this help
 
-    Exit status: 0 success; 2 usage or malformed URI; 3 token problem (module, PIN, no such
-    certificate object); 4 the certificate cannot be read or its QCStatements are malformed;
-    26 the file cannot be read.
+    Exit status: 0 success; 2 usage or malformed URI; 3 token problem (module,
+    PIN, no such certificate object); 4 the certificate cannot be read or its
+    QCStatements are malformed; 26 the file cannot be read.
     """
 }

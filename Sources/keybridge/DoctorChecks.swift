@@ -217,13 +217,14 @@ final class Doctor {
         func names(_ list: [UInt]) -> String { list.filter(usable.contains).map(MechanismNames.name).joined(separator: ", ") }
         switch key.keyType {
         case .rsa:
-            let pss = [MechanismType.rsaPSS] + HashAlgorithm.allCases.map(\.rsaPSSMechanism)
-            let pkcs1 = [MechanismType.rsaPKCS1] + HashAlgorithm.allCases.map(\.rsaPKCS1Mechanism)
+            let pss = SigningMechanisms.rsaPSS
+            let pkcs1 = SigningMechanisms.rsaPKCS1
             let hasPSS = pss.contains(where: usable.contains)
             let hasPKCS1 = pkcs1.contains(where: usable.contains)
             let hasRaw = usable.contains(MechanismType.rsaRaw)
             if hasPSS {
-                record("mechanisms", title, .passed, "TLS 1.2 and 1.3: RSA-PSS (\(names(pss)))" + (hasPKCS1 ? ", PKCS#1 v1.5 (\(names(pkcs1)))" : ""))
+                record("mechanisms", title, .passed, "TLS 1.2 and 1.3: RSA-PSS (\(names(pss)))" + (hasPKCS1 ? ", PKCS#1 v1.5 (\(names(pkcs1)))" : "")
+                       + (hasRaw ? ", raw RSA (\(names(SigningMechanisms.rsaRaw)))" : ""))
             } else if hasRaw {
                 record("mechanisms", title, .warning,
                        "no RSA-PSS mechanism: TLS 1.3 goes through raw RSA (CKM_RSA_X_509, PSS padding made in software)" + (hasPKCS1 ? "; TLS 1.2 uses \(names(pkcs1))" : ""),
@@ -237,7 +238,7 @@ final class Doctor {
                        fix: "check CKA_ALLOWED_MECHANISMS of the key and the HSM's mechanism policy (pkcs11-tool -M)")
             }
         case .ec:
-            let ecdsa = [MechanismType.ecdsa] + HashAlgorithm.allCases.map(\.ecdsaMechanism)
+            let ecdsa = SigningMechanisms.ecdsa
             if ecdsa.contains(where: usable.contains) {
                 record("mechanisms", title, .passed, "TLS 1.2 and 1.3: ECDSA (\(names(ecdsa)))")
             } else {

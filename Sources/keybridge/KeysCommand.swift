@@ -195,7 +195,12 @@ enum KeysCommand {
         guard options.positional.isEmpty else {
             throw Failure.usage("'keys list' takes no positional argument; give the token with --token 'pkcs11:token=…'")
         }
-        let base = try tokenURI(try options.value("--token", "--token-uri"), module: try options.value("--module"))
+        // Without --token every token of the module would match, and the error would be about
+        // several tokens instead of the missing option.
+        guard let tokenText = try options.value("--token", "--token-uri") else {
+            throw Failure.usage("--token is required: the token to list, e.g. 'pkcs11:token=keybridge?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/pin' (softhsm2-util --show-slots or pkcs11-tool -L shows the tokens)")
+        }
+        let base = try tokenURI(tokenText, module: try options.value("--module"))
         let (token, info) = try openToken(base)
         let progress = ProgressLine()
         let objects: [TokenObjectInfo]
@@ -207,7 +212,8 @@ enum KeysCommand {
             }
             var found: [ObjectHandle: [UInt]] = [:]
             for object in objects where object.type == .privateKey {
-                found[object.handle] = try token.signingMechanisms(for: object)
+                found[object.handle] = SigningMechanisms.usable(keyType: object.keyType, offered: try token.mechanisms(),
+                                                                allowed: object.allowedMechanisms)
             }
             mechanisms = found
         } catch {
@@ -416,8 +422,15 @@ enum KeysCommand {
             throw Failure.token("cannot search token '\(info.label)' for existing objects: \(error)")
         }
         if !clashes.isEmpty {
-            let names = clashes.map { "\(typeName($0.type).lowercased()) '\($0.label ?? "")' (id \(hex($0.id)))" }.joined(separator: ", ")
-            throw Failure.token("token '\(info.label)' already holds \(names) with label '\(label)' or id \(hex(id)); nothing was generated. Choose another --label and --id (keybridge keys list shows what is there)")
+            // Name what clashes: the objects found may share only the id, or only the label.
+            let sameLabel = clashes.contains { $0.label == label }
+            let sameID = clashes.contains { $0.id == id }
+            let clash = sameLabel && sameID ? "label '\(label)' and id \(hex(id)) are" : sameLabel ? "label '\(label)' is" : "id \(hex(id)) is"
+            // In a fixed order (the token's own order varies): private keys first.
+            let order: [PKCS11URI.ObjectType] = [.privateKey, .publicKey, .secretKey, .certificate, .data]
+            let names = clashes.sorted { (order.firstIndex(of: $0.type) ?? 9, hex($0.id)) < (order.firstIndex(of: $1.type) ?? 9, hex($1.id)) }
+                .map { "\(typeName($0.type).lowercased()) '\($0.label ?? "")' (id \(hex($0.id)))" }.joined(separator: ", ")
+            throw Failure.token("\(clash) already used on token '\(info.label)', by \(names); nothing was generated. Choose another --label and --id (keybridge keys list shows what is there)")
         }
         let started = Date()
         let pair: GeneratedKeyPair
@@ -521,6 +534,31 @@ enum KeysCommand {
             print("\(entry.outcome): '\(entry.label)' (id \(entry.idHex)) \(entry.subject)")
         }
         return 0
+    }
+}
+
+/// The signing mechanisms KeyBridge can use, by key type: the one definition `keys list` and
+/// `doctor` both list a key's mechanisms from, so they show the same set in the same order.
+enum SigningMechanisms {
+    static let rsaPSS = [MechanismType.rsaPSS] + HashAlgorithm.allCases.map(\.rsaPSSMechanism)
+    static let rsaPKCS1 = [MechanismType.rsaPKCS1] + HashAlgorithm.allCases.map(\.rsaPKCS1Mechanism)
+    static let rsaRaw = [MechanismType.rsaRaw]
+    static let ecdsa = [MechanismType.ecdsa] + HashAlgorithm.allCases.map(\.ecdsaMechanism)
+    static let eddsa = [MechanismType.eddsa]
+
+    /// Every signing mechanism for a key type as `TokenObjectInfo.keyType` names it.
+    static func candidates(keyType: String?) -> [UInt] {
+        switch keyType {
+        case "rsa": return rsaPSS + rsaPKCS1 + rsaRaw
+        case "ec": return ecdsa
+        case "ed25519": return eddsa
+        default: return []
+        }
+    }
+
+    /// The candidates the token offers and the key allows (no `CKA_ALLOWED_MECHANISMS`: all).
+    static func usable(keyType: String?, offered: Set<UInt>, allowed: [UInt]?) -> [UInt] {
+        candidates(keyType: keyType).filter { offered.contains($0) && (allowed?.contains($0) ?? true) }
     }
 }
 

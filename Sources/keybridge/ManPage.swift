@@ -56,9 +56,11 @@ enum ManPage {
         return page.joined(separator: "\n") + "\n"
     }
 
-    /// A help text as a no-fill block, so its columns stay as the terminal shows them.
+    /// A help text as a no-fill block, so its columns stay as the terminal shows them. Help
+    /// texts are at most `Help.width` columns; indented by two (not man's usual seven), they
+    /// fit an 80-column terminal without wrapping.
     static func preformatted(_ text: String) -> [String] {
-        [".PP", ".nf"] + text.components(separatedBy: "\n").map(escape) + [".fi"]
+        [".PP", ".nf", ".in 2n"] + text.components(separatedBy: "\n").map(escape) + [".in", ".fi"]
     }
 
     /// Escapes troff's backslash, and a line start that troff would read as a request.

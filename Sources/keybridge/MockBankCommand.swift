@@ -19,36 +19,48 @@ enum MockBankCommand {
     static let help = """
     Usage: keybridge mock-bank --listen HOST:PORT [options]
 
-    A local PSD2 bank sandbox (HTTP/1.1) for behind a TLS front end such as the nginx test bank
-    ('scripts/bank-nginx start DIR MOCK_PORT' proxies /psd2/ to it). nginx does the mTLS and passes
-    the client certificate in X-SSL-Client-Cert ($ssl_client_escaped_cert) and its verdict in
+    A local PSD2 bank sandbox (HTTP/1.1) for behind a TLS front end such as the
+    nginx test bank ('scripts/bank-nginx start DIR MOCK_PORT' proxies /psd2/ to
+    it). nginx does the mTLS and passes the client certificate in
+    X-SSL-Client-Cert ($ssl_client_escaped_cert) and its verdict in
     X-SSL-Client-Verify. For each request the sandbox checks:
-      - the QWAC: present, verified, QcType web, a PSD2 statement with roles, organizationIdentifier;
-      - the signature in whichever format arrived: Berlin Group (Signature with keyId=, plus Digest
-        and TPP-Signature-Certificate), RFC 9421 (Signature-Input, Content-Digest when present) or a
-        detached JWS (x-jws-signature); RFC 9421 and JWS use TPP-Signature-Certificate when sent,
-        else the QWAC's key;
-      - the QSealC in TPP-Signature-Certificate: valid, a PSD2 statement with roles and the QWAC's
-        organizationIdentifier and NCA; a QcType other than eseal is a warning.
-    It answers JSON listing the checks: 201 (POST) or 200 when accepted; 400 (malformed header or
-    digest), 401 (certificate or signature) or 413 with a Berlin Group tppMessages error otherwise.
-    One line per request goes to standard error; the port goes to standard output.
+      - the QWAC: present, verified, QcType web, a PSD2 statement with roles,
+        organizationIdentifier;
+      - the signature in whichever format arrived: Berlin Group (Signature with
+        keyId=, plus Digest and TPP-Signature-Certificate), RFC 9421
+        (Signature-Input, Content-Digest when present) or a detached JWS
+        (x-jws-signature); RFC 9421 and JWS use TPP-Signature-Certificate when
+        sent, else the QWAC's key;
+      - the QSealC in TPP-Signature-Certificate: valid, a PSD2 statement with
+        roles and the QWAC's organizationIdentifier and NCA; a QcType other than
+        eseal is a warning.
+    It answers JSON listing the checks: 201 (POST) or 200 when accepted; 400
+    (malformed header or digest), 401 (certificate or signature) or 413 with a
+    Berlin Group tppMessages error otherwise. One line per request goes to
+    standard error; the port goes to standard output.
 
     Options:
-          --listen HOST:PORT     Address to listen on; PORT 0 picks a free port (default host 127.0.0.1)
-          --qwac-ca FILE         CA certificates (PEM) the QWAC must chain to, issuing CA included, as
-                                 nginx passes only the leaf (repeatable; default: trust nginx's verdict)
-          --qsealc-ca FILE       CA certificates (PEM) the QSealC must chain to (repeatable)
-          --profile FILE         the bank's Berlin Group profile as JSON (required extra headers,
-                                 (request-target), digest), as for 'request --sign-options'
+          --listen HOST:PORT     Address to listen on; PORT 0 picks a free port
+                                 (default host 127.0.0.1)
+          --qwac-ca FILE         CA certificates (PEM) the QWAC must chain to,
+                                 issuing CA included, as nginx passes only the
+                                 leaf (repeatable; default: trust nginx's verdict)
+          --qsealc-ca FILE       CA certificates (PEM) the QSealC must chain to
+                                 (repeatable)
+          --profile FILE         the bank's Berlin Group profile as JSON (required
+                                 extra headers, (request-target), digest), as for
+                                 'request --sign-options'
           --max-body BYTES       largest request body accepted (default 1048576)
-          --request-log FILE     append one JSON line per answered request to FILE:
-                                 {"method":…,"requestId":…,"status":…,"target":…} (requestId is the
-                                 X-Request-ID received, or null), flushed before the answer is sent
+          --request-log FILE     append one JSON line per answered request to
+                                 FILE:
+                                 {"method":…,"requestId":…,"status":…,"target":…}
+                                 (requestId is the X-Request-ID received, or
+                                 null), flushed before the answer is sent
       -h, --help                 Show this help
 
-    Runs until SIGINT or SIGTERM. Exit status: 0 stopped by a signal; 1 cannot listen; 2 usage;
-    4 a CA file holds no valid certificate; 26 a file cannot be read.
+    Runs until SIGINT or SIGTERM. Exit status: 0 stopped by a signal; 1 cannot
+    listen; 2 usage; 4 a CA file holds no valid certificate; 26 a file cannot be
+    read.
     """
 
     static func run(_ arguments: [String]) -> Int32 {

@@ -6,16 +6,17 @@ enum ServeCommand {
     static let help = """
     Usage: keybridge serve --config FILE [--listen HOST:PORT|unix:PATH]
 
-    Runs the mTLS broker. A caller sends plain HTTP to http://HOST:PORT/{bank}/{path} (or over the
-    Unix socket) with 'Authorization: Bearer TOKEN'; the broker signs the request with the bank's
-    QSealC key (when the bank has a signing profile), sends it to the bank's upstream + /{path}
-    over mTLS with the QWAC key, both on the token, and returns the bank's answer. Connections to
-    each bank are pooled and kept alive, and TLS sessions are resumed, so most requests need no
-    handshake and no signature by the mTLS key.
+    Runs the mTLS broker. A caller sends plain HTTP to
+    http://HOST:PORT/{bank}/{path} (or over the Unix socket) with 'Authorization:
+    Bearer TOKEN'; the broker signs the request with the bank's QSealC key (when
+    the bank has a signing profile), sends it to the bank's upstream + /{path}
+    over mTLS with the QWAC key, both on the token, and returns the bank's answer.
+    Connections to each bank are pooled and kept alive, and TLS sessions are
+    resumed, so most requests need no handshake and no signature by the mTLS key.
 
     The configuration (JSON; the README explains every field):
       {
-        "listen": "127.0.0.1:8080",                 (or "unix:/run/keybridge/broker.sock")
+        "listen": "127.0.0.1:8080",     (or "unix:/run/keybridge/broker.sock")
         "socketMode": "0660",
         "maxBodyBytes": 1048576,
         "shutdownGraceSeconds": 30,
@@ -23,42 +24,52 @@ enum ServeCommand {
           "acme": {
             "upstream": "https://api.acme-bank.example/psd2",
             "caFile": "/etc/keybridge/acme-ca.pem",
-            "key": "pkcs11:token=qwac;object=qwac;type=private?module-path=…&pin-source=file:…",
+            "key": "pkcs11:token=qwac;object=qwac;type=private?pin-source=…",
             "cert": "/etc/keybridge/qwac-chain.pem",
-            "signing": { "profile": "berlin-group", "key": "pkcs11:…", "cert": "/etc/keybridge/qsealc.pem",
+            "signing": { "profile": "berlin-group", "key": "pkcs11:…",
+                         "cert": "/etc/keybridge/qsealc.pem",
                          "options": { "serialCase": "upper" } },
             "timeoutSeconds": 30, "connectTimeoutSeconds": 10,
             "maxConnections": 8, "http2": true,
-            "retry": { "maxAttempts": 3, "backoffMilliseconds": 100, "maxBackoffMilliseconds": 2000 }
+            "retry": { "maxAttempts": 3, "backoffMilliseconds": 100,
+                       "maxBackoffMilliseconds": 2000 }
           }
         },
-        "callers": [ { "name": "payments-lambda", "tokenSHA256": "<hex SHA-256 of the token>", "banks": ["acme"] } ]
+        "callers": [ { "name": "payments-lambda",
+                       "tokenSHA256": "<hex SHA-256 of the token>",
+                       "banks": ["acme"] } ]
       }
-    signing.profile is berlin-group, rfc9421 or jws; options are what 'request --sign-options' takes
-    (jws: {"kid": …, "alg": …}). retry applies to idempotent methods (GET, HEAD, OPTIONS, PUT,
-    DELETE) after a lost connection; POST is never sent twice.
-    Print a token's hash with: keybridge serve --hash-token (reads the token from standard input).
+    signing.profile is berlin-group, rfc9421 or jws; options are what 'request
+    --sign-options' takes (jws: {"kid": …, "alg": …}). retry applies to idempotent
+    methods (GET, HEAD, OPTIONS, PUT, DELETE) after a lost connection; POST is
+    never sent twice. Print a token's hash with: keybridge serve --hash-token
+    (reads the token from standard input).
 
-    Answers: the bank's status, headers and body, with X-Request-ID (the caller's or a new one);
-    400 malformed or absolute-form request, CONNECT, or a header with CR/LF/control characters;
-    401 no or unknown token; 403 bank not allowed for the caller; 404 unknown bank; 413 body over
-    maxBodyBytes; 502 upstream TLS or connection failure; 503 token_unavailable (the HSM cannot
-    sign: CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, …); 504 upstream timeout. Errors are JSON:
-    {"error": code, "cause": sentence}. GET /healthz and GET /metrics need no token.
+    Answers: the bank's status, headers and body, with X-Request-ID (the caller's
+    or a new one); 400 malformed or absolute-form request, CONNECT, or a header
+    with CR/LF/control characters; 401 no or unknown token; 403 bank not allowed
+    for the caller; 404 unknown bank; 413 body over maxBodyBytes; 502 upstream TLS
+    or connection failure; 503 token-unavailable (the HSM cannot sign:
+    CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, …); 504 upstream timeout. Errors
+    are JSON: {"error": code, "cause": sentence}. GET /healthz and GET /metrics
+    need no token.
 
     Options:
           --config FILE        The configuration (required)
-          --listen ADDRESS     Overrides "listen": HOST:PORT (PORT 0 picks a free port) or unix:PATH
-          --hash-token         Print the hex SHA-256 of the token read from standard input, and exit
+          --listen ADDRESS     Overrides "listen": HOST:PORT (PORT 0 picks a free
+                               port) or unix:PATH
+          --hash-token         Print the hex SHA-256 of the token read from
+                               standard input, and exit
       -h, --help               Show this help
 
-    The port (or unix:PATH) goes to standard output; JSON log lines go to standard error, one per
-    request (with its request id; never a token or PIN) and one per start, reload and stop.
-    Signals: SIGHUP reloads the configuration and certificates (a configuration that fails to load
-    is refused, logged, and the running one stays); SIGTERM or SIGINT stops accepting, lets the
-    requests in flight finish (up to shutdownGraceSeconds) and exits.
-    Exit status: 0 stopped by a signal; 1 cannot start (configuration, token, key or certificate;
-    the reason is printed); 2 usage.
+    The port (or unix:PATH) goes to standard output; JSON log lines go to standard
+    error, one per request (with its request id; never a token or PIN) and one per
+    start, reload and stop. Signals: SIGHUP reloads the configuration and
+    certificates (a configuration that fails to load is refused, logged, and the
+    running one stays); SIGTERM or SIGINT stops accepting, lets the requests in
+    flight finish (up to shutdownGraceSeconds) and exits. Exit status: 0 stopped
+    by a signal; 1 cannot start (configuration, token, key or certificate; the
+    reason is printed); 2 usage.
     """
 
     static func run(_ arguments: [String]) -> Int32 {

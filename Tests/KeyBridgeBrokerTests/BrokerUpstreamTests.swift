@@ -339,7 +339,7 @@ extension BrokerTests {
             let response = BrokerResponse.signingFailure(reason: text, bank: "acme")
             XCTAssertEqual(response.status, 503)
             let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: response.body) as? [String: String])
-            XCTAssertEqual(json["error"], "token_unavailable")
+            XCTAssertEqual(json["error"], "token-unavailable")
             XCTAssertEqual(json["pkcs11"], code.name)
             XCTAssertTrue(json["cause"]?.contains(code.name) == true, "\(json)")
             XCTAssertTrue(response.headers.contains { $0.name == "Retry-After" })

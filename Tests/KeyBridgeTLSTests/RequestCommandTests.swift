@@ -193,6 +193,8 @@ final class RequestCommandTests: XCTestCase {
         let key = token.uri(token.rsaURI, query: "module-path=\(Self.softHSMModule)")
         let result = try keybridge(identity(key: key) + [bank.url()])
         assertFails(result, status: 3, mentions: ["needs a PIN", "pin-source=", "KEYBRIDGE_PIN"])
+        // No C_Login was made, so no CKR_ code is claimed (a broker would take it for an outage).
+        XCTAssertFalse(result.standardError.contains("CKR_USER_NOT_LOGGED_IN"), result.standardError)
     }
 
     func testPINValueWorksButIsWarnedAbout() throws {

@@ -59,8 +59,16 @@ final class KeysCommandTests: XCTestCase {
             let result = try token.keybridge(["keys", "generate", "--type", "ec:P-256", "--label", label, "--id", id, "--token", token.uri])
             XCTAssertEqual(result.status, 3, result.combined)
             Check.oneErrorLine(result)
-            XCTAssertTrue(result.standardError.contains("already holds") && result.standardError.contains("nothing was generated"), result.standardError)
+            XCTAssertTrue(result.standardError.contains("nothing was generated"), result.standardError)
+            // The message says which of the two is taken, and does not call the old key by the new label.
+            let taken = label == "first" ? "label 'first' is already used" : "id 01 is already used"
+            XCTAssertTrue(result.standardError.contains(taken), result.standardError)
+            XCTAssertTrue(result.standardError.contains("by private key 'first' (id 01)"), result.standardError)
+            XCTAssertFalse(result.standardError.contains("with label '\(label)'"), result.standardError)
         }
+        let both = try token.keybridge(["keys", "generate", "--type", "ec:P-256", "--label", "first", "--id", "01", "--token", token.uri])
+        XCTAssertEqual(both.status, 3, both.combined)
+        XCTAssertTrue(both.standardError.contains("label 'first' and id 01 are already used"), both.standardError)
         XCTAssertEqual(try token.count("Private Key Object"), 1)
     }
 
@@ -156,6 +164,56 @@ final class KeysCommandTests: XCTestCase {
         XCTAssertTrue(text.standardOutput.contains("Private key 'client-ec' (id 02)"))
         XCTAssertTrue(text.standardOutput.contains("sensitive, not extractable, never extractable, no always-authenticate"))
         XCTAssertFalse(text.combined.contains(shared.userPIN.trimmingCharacters(in: .whitespacesAndNewlines) + "\n"))
+    }
+
+    /// Without --token the module's every token would match: the answer is a usage error naming
+    /// the missing option, not "2 tokens match".
+    func testListWithoutTokenSaysTokenIsRequired() throws {
+        for arguments in [["keys", "list"], ["keys", "list", "--json"], ["keys", "list", "--module", FreshToken.module]] {
+            let result = try KeyBridgeExecutable.run(arguments, environment: ["SOFTHSM2_CONF": shared.softHSMConfig("softhsm2.conf")])
+            XCTAssertEqual(result.status, 2, "\(arguments): \(result.combined)")
+            Check.oneErrorLine(result)
+            XCTAssertTrue(result.standardError.contains("--token is required"), result.standardError)
+            XCTAssertFalse(result.standardError.contains("tokens match"), result.standardError)
+            XCTAssertEqual(result.standardOutput, "")
+        }
+        // Control: the same token config with --token lists the objects.
+        let listed = try KeyBridgeExecutable.run(["keys", "list", "--token", tokenURI()],
+                                                 environment: ["SOFTHSM2_CONF": shared.softHSMConfig("softhsm2.conf")])
+        XCTAssertEqual(listed.status, 0, listed.standardError)
+    }
+
+    /// `keys list` and `doctor` name the same mechanisms for the same key, on a full token and on
+    /// one without PSS (the control: the two sets differ, so the comparison can fail).
+    func testListAndDoctorNameTheSameMechanisms() throws {
+        func mechanisms(in text: String) -> Set<String> {
+            var found: Set<String> = []
+            var rest = Substring(text)
+            while let start = rest.range(of: "CKM_") {
+                let name = rest[start.lowerBound...].prefix { $0.isLetter || $0.isNumber || $0 == "_" }
+                found.insert(String(name))
+                rest = rest[name.endIndex...]
+            }
+            return found
+        }
+        var seen: [Set<String>] = []
+        for config in ["softhsm2.conf", "softhsm2-nopss.conf"] {
+            let environment = ["SOFTHSM2_CONF": shared.softHSMConfig(config)]
+            let list = try KeyBridgeExecutable.run(["keys", "list", "--json", "--token", tokenURI()], environment: environment)
+            XCTAssertEqual(list.status, 0, list.standardError)
+            let document = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(list.standardOutput.utf8)) as? [String: Any])
+            let objects = try XCTUnwrap(document["objects"] as? [[String: Any]])
+            let rsa = try XCTUnwrap(objects.first { $0["label"] as? String == "client-rsa" && $0["type"] as? String == "private" })
+            let listed = Set(try XCTUnwrap(rsa["mechanisms"] as? [String]))
+            let doctor = try KeyBridgeExecutable.run(["doctor", "--json", "--key", shared.rsaURI], environment: environment)
+            let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(doctor.standardOutput.utf8)) as? [String: Any], doctor.combined)
+            let check = try XCTUnwrap((report["checks"] as? [[String: Any]])?.first { $0["id"] as? String == "mechanisms" })
+            let detail = try XCTUnwrap(check["detail"] as? String)
+            XCTAssertEqual(mechanisms(in: detail), listed, "\(config): doctor says '\(detail)', keys list \(listed.sorted())")
+            XCTAssertTrue(listed.contains("CKM_RSA_X_509"), "\(config): \(listed.sorted())")
+            seen.append(listed)
+        }
+        XCTAssertNotEqual(seen[0], seen[1], "the no-PSS token lists the same mechanisms as the full one")
     }
 
     /// pkcs11-spy records every attribute asked for: CKA_VALUE only of certificates, and no

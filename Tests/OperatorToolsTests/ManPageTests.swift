@@ -47,6 +47,36 @@ final class ManPageTests: XCTestCase {
         XCTAssertNotEqual(commands(inHelp: extended), page)
     }
 
+    private static let helpInvocations = [["--help"], ["request", "--help"], ["cert", "--help"], ["cert", "inspect", "--help"],
+                                          ["serve", "--help"], ["mock-bank", "--help"], ["keys", "--help"], ["keys", "list", "--help"],
+                                          ["keys", "generate", "--help"], ["keys", "csr", "--help"], ["keys", "import-cert", "--help"],
+                                          ["doctor", "--help"], ["bench", "--help"]]
+
+    /// Lines wider than `columns` characters.
+    private func overWide(_ text: String, columns: Int) -> [String] {
+        text.components(separatedBy: "\n").filter { $0.count > columns }
+    }
+
+    /// Help texts are at most 78 columns, and the man page, rendered for an 80-column terminal,
+    /// has no line wider than 80 (help blocks are indented by two).
+    func testHelpTextsAndTheRenderedManPageFitEightyColumns() throws {
+        for arguments in Self.helpInvocations {
+            let result = try KeyBridgeExecutable.run(arguments)
+            XCTAssertEqual(result.status, 0, "\(arguments): \(result.combined)")
+            XCTAssertEqual(overWide(result.standardOutput, columns: 78), [], "keybridge \(arguments.joined(separator: " "))")
+        }
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/man"), "man (man-db) is not installed")
+        let rendered = try Command.run(["/usr/bin/man", "-l", manPagePath], environment: ["MANWIDTH": "80", "MAN_KEEP_FORMATTING": "0",
+                                                                                         "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"])
+        XCTAssertEqual(rendered.status, 0, rendered.standardError)
+        // Bold and underline come as overstrikes (X, backspace, X): keep the visible character.
+        let plain = rendered.standardOutput.replacingOccurrences(of: ".\u{8}", with: "", options: .regularExpression)
+        XCTAssertTrue(plain.contains("keybridge keys list --token URI"), "the rendered page lacks the help texts")
+        XCTAssertEqual(overWide(plain, columns: 80), [])
+        // Control: a line of 81 characters is caught.
+        XCTAssertEqual(overWide("short\n" + String(repeating: "x", count: 81), columns: 80).count, 1)
+    }
+
     /// Every line each command prints for --help is in the man page, in the same order.
     func testEveryHelpTextIsInTheManPage() throws {
         let page = try String(contentsOfFile: manPagePath, encoding: .utf8)

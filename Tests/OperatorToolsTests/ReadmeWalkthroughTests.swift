@@ -28,24 +28,39 @@ final class ReadmeWalkthroughTests: XCTestCase {
         return "set -euo pipefail\ncd '\(TestToken.repositoryRoot)'\n" + cleanup + block
     }
 
+    /// The walkthrough, run twice in the same state folder: the second run must again reach an
+    /// accepted payment from a single new `tpp` token, reading no port file of the first run.
     func testReadmeWalkthroughFromAnEmptyToken() throws {
         let state = try Command.temporaryDirectory() + "/state"
         let script = try Self.walkthroughScript(state: state)
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "KEYBRIDGE_PIN")
         environment.removeValue(forKey: "SOFTHSM2_CONF")
-        let result = try Command.run(["/usr/bin/timeout", "240", "/bin/bash", "-c", script], environment: environment)
-        XCTAssertEqual(result.status, 0, "the walkthrough failed:\n" + result.combined.suffix(4000))
-        // Step 5: the doctor found the new setup fit; step 8: the sandbox accepted the payment.
-        XCTAssertTrue(result.standardOutput.contains("Verdict: fit for use; exit status 0"), result.standardOutput)
-        XCTAssertTrue(result.standardOutput.contains("\"result\":\"accepted\""), result.combined.suffix(4000).description)
-        for check in ["\"name\":\"qwac\",\"ok\":true", "\"name\":\"qsealc\",\"ok\":true", "\"name\":\"signature\",\"ok\":true"] {
-            XCTAssertTrue(result.standardOutput.contains(check), "missing \(check)")
+        for run in 1...2 {
+            let result = try Command.run(["/usr/bin/timeout", "240", "/bin/bash", "-c", script], environment: environment)
+            XCTAssertEqual(result.status, 0, "run \(run): the walkthrough failed:\n" + result.combined.suffix(4000))
+            // Step 5: the doctor found the new setup fit; step 8: the sandbox accepted the payment.
+            XCTAssertTrue(result.standardOutput.contains("Verdict: fit for use; exit status 0"), result.standardOutput)
+            XCTAssertTrue(result.standardOutput.contains("\"result\":\"accepted\""), result.combined.suffix(4000).description)
+            XCTAssertTrue(result.standardOutput.contains("step 8: the sandbox accepted the payment"), result.combined.suffix(4000).description)
+            for check in ["\"name\":\"qwac\",\"ok\":true", "\"name\":\"qsealc\",\"ok\":true", "\"name\":\"signature\",\"ok\":true"] {
+                XCTAssertTrue(result.standardOutput.contains(check), "run \(run): missing \(check)")
+            }
+            // One tpp token in the walkthrough's own token folder, on the second run too.
+            let slots = try Command.run(["softhsm2-util", "--show-slots"],
+                                        environment: ["SOFTHSM2_CONF": state + "/walkthrough/softhsm2.conf", "PATH": "/usr/bin:/bin"])
+            XCTAssertEqual(slots.standardOutput.components(separatedBy: "\n").filter { $0.contains("Label:") && $0.contains("tpp") }.count, 1,
+                           "run \(run): \(slots.standardOutput)")
+            // The broker's port file is this run's: the broker logged its start on that port.
+            let port = try String(contentsOfFile: state + "/walkthrough/broker.port", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let log = try String(contentsOfFile: state + "/walkthrough/broker.log", encoding: .utf8)
+            XCTAssertTrue(log.contains(port), "run \(run): broker.port \(port) is not in broker.log")
         }
         // The keys were made on the token: no private key file appeared in the state folder.
         let files = (FileManager.default.enumerator(atPath: state)?.allObjects as? [String]) ?? []
         let keyFiles = files.filter { $0.hasSuffix("-key.pem") && !$0.hasPrefix("pki/") }
         XCTAssertEqual(keyFiles, [], "private key files outside the test PKI: \(keyFiles)")
-        XCTAssertTrue(files.contains("qwac.csr") && files.contains("qseal-chain.pem"), "the walkthrough wrote nothing to \(state)")
+        XCTAssertTrue(files.contains("walkthrough/qwac.csr") && files.contains("walkthrough/qseal-chain.pem"),
+                      "the walkthrough wrote nothing to \(state)/walkthrough")
     }
 }

@@ -249,7 +249,7 @@ final class TokenTests: XCTestCase {
             XCTAssertTrue(error.reason.contains("no-such-key"), error.reason)
             XCTAssertTrue(error.reason.contains("'keybridge'"), error.reason)
             XCTAssertTrue(error.reason.contains("check object="), error.reason)
-            XCTAssertTrue(error.reason.contains("--list-objects"), error.reason)
+            XCTAssertTrue(error.reason.contains("keybridge keys list"), error.reason)
         }
         // A URI that names no key at all is refused with advice, too.
         XCTAssertThrowsError(try PrivateKey.resolve(PKCS11URI(parsing: "pkcs11:token=keybridge?module-path=\(TokenFixture.modulePath)"),
