@@ -118,7 +118,7 @@ func checkRequest(_ request: BrokerRequest) {
     precondition(allowed.contains(response.status), "unexpected status \(response.status)")
     let object = (try? JSONSerialization.jsonObject(with: response.body)) as? [String: String]
     precondition(object?["error"] != nil && object?["cause"] != nil, "the error answer is not {error, cause} JSON")
-    let signingFailures: Set<String> = ["signing-failed", "token_unavailable"]
+    let signingFailures: Set<String> = ["signing-failed", "token-unavailable"]
     if let error = object?["error"], error.hasPrefix("upstream-") || signingFailures.contains(error) {
         // It got past the path check: no segment of the path may be "." or ".." (also %2e-encoded).
         let path = request.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
