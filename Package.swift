@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "KeyBridgeTLS", targets: ["KeyBridgeTLS"]),
         .library(name: "OpenBanking", targets: ["OpenBanking"]),
         .library(name: "MockBank", targets: ["MockBank"]),
+        .library(name: "KeyBridgeBroker", targets: ["KeyBridgeBroker"]),
         .library(name: "keybridge-provider", type: .dynamic, targets: ["KeyBridgeProviderModule"]),
         .executable(name: "keybridge", targets: ["keybridge"]),
     ],

@@ -13,6 +13,10 @@ public enum KeyBridgeProvider {
 
     private static let loadLock = NSLock()
     nonisolated(unsafe) private static var loaded = false
+    /// The handles `OSSL_PROVIDER_load` returned, guarded by `loadLock`. Kept, never unloaded: the
+    /// providers serve the whole process. Dropping them instead left their references owned by
+    /// nothing, and LeakSanitizer reported them once OpenSSL's exit cleanup freed its own.
+    nonisolated(unsafe) private static var providerHandles: [OpaquePointer] = []
 
     /// Registers the provider in the default library context and activates it next to OpenSSL's
     /// default provider. Safe to call many times.
@@ -21,15 +25,17 @@ public enum KeyBridgeProvider {
         defer { loadLock.unlock() }
         if loaded { return }
         // Loading any provider by hand turns off the automatic default one, so load it too.
-        guard OSSL_PROVIDER_load(nil, "default") != nil else {
+        guard let defaultProvider = OSSL_PROVIDER_load(nil, "default") else {
             throw OpenSSLError.drain(function: "OSSL_PROVIDER_load", reason: "cannot load OpenSSL's default provider")
         }
+        providerHandles.append(defaultProvider)
         guard OSSL_PROVIDER_add_builtin(nil, name, providerInit) == 1 else {
             throw OpenSSLError.drain(function: "OSSL_PROVIDER_add_builtin", reason: "cannot register the keybridge provider")
         }
-        guard OSSL_PROVIDER_load(nil, name) != nil else {
+        guard let ownProvider = OSSL_PROVIDER_load(nil, name) else {
             throw OpenSSLError.drain(function: "OSSL_PROVIDER_load", reason: "cannot start the keybridge provider")
         }
+        providerHandles.append(ownProvider)
         loaded = true
     }
 
