@@ -316,7 +316,13 @@ public final class Token: @unchecked Sendable {
         lock.lock()
         let pin = goodPIN
         lock.unlock()
-        if let pin { try login(pin: pin) }
+        if let pin { return try login(pin: pin) }
+        if isLoggedIn { return }
+        let tokenInfo = try info()
+        guard tokenInfo.flags.contains(.loginRequired) else { return }
+        // Without this the key lookup that follows would fail with a misleading "no key matches".
+        throw PKCS11Error(function: "login",
+                          reason: "token '\(tokenInfo.label)' was logged out (by the token or by other code in this process, such as an engine) and KeyBridge holds no PIN that worked on it, so it does not log in again on its own; look the key up again with its PIN (PrivateKey.resolve), or let KeyBridge make the first login")
     }
 
     private func loginAdvice(_ rv: CK_RV, label: String) -> String {
