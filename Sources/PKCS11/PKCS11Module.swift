@@ -392,7 +392,9 @@ public final class PKCS11Module: @unchecked Sendable {
         try withCalls(retryAfterReconnect: true) { () throws(PKCS11Error) -> Set<UInt> in
             var count: CK_ULONG = 0
             try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), nil, &count), "C_GetMechanismList")
-            var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count))
+            // One spare element: p11-kit-client 0.24 (Debian 12) drops mechanisms it cannot carry with a
+            // memmove that reads one element past the list (AddressSanitizer reports it).
+            var list = [CK_MECHANISM_TYPE](repeating: 0, count: Int(count) + 1)
             try check(functions.pointee.C_GetMechanismList(CK_SLOT_ID(slotID), &list, &count), "C_GetMechanismList")
             return Set(list.prefix(Int(count)).map { UInt($0) })
         }
