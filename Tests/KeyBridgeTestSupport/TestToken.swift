@@ -91,7 +91,13 @@ public enum Command {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0].hasPrefix("/") ? arguments[0] : "/usr/bin/env")
         process.arguments = arguments[0].hasPrefix("/") ? Array(arguments.dropFirst()) : arguments
-        if let environment { process.environment = environment }
+        if var environment {
+            // A clean environment still keeps the sanitizer settings that check-deep gives the suite.
+            for name in ["ASAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS", "KEYBRIDGE_SANITIZER"] where environment[name] == nil {
+                environment[name] = ProcessInfo.processInfo.environment[name]
+            }
+            process.environment = environment
+        }
         let output = Pipe()
         let errors = Pipe()
         let inputPipe = Pipe()
