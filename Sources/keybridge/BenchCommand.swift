@@ -93,12 +93,16 @@ enum BenchCommand {
         let options = BenchOptions(repository: repository, state: state, directory: benchDirectory,
                                    jsonPath: json ?? "\(benchDirectory)/results.json", markdownPath: markdown ?? "\(benchDirectory)/results.md",
                                    settings: quick ? .quick : .full, items: items, executable: executable)
+        // Which item runs now is progress: shown on a terminal only, like key generation's.
+        let progress = ProgressLine()
         do {
-            let report = try Bench.run(options) { Output.raw("bench: \($0)\n") }
+            let report = try Bench.run(options) { progress.update("bench: \($0)") }
+            progress.finish()
             print(report.markdown())
             Output.raw("bench: \(Int(report.durationSeconds)) s; figures in \(options.jsonPath), tables in \(options.markdownPath)\n")
             return 0
         } catch {
+            progress.finish()
             Output.error("the benchmark stopped: \(error)")
             return 1
         }
