@@ -55,27 +55,10 @@ let broker: Broker = {
     return try! Broker(configuration: configuration)
 }()
 
-func split(_ input: UnsafeRawBufferPointer) -> (mode: String, rest: Data) {
-    let bytes = Data(input)
-    guard let newline = bytes.firstIndex(of: 0x0A) else { return ("", bytes) }
-    return (String(decoding: bytes[..<newline], as: UTF8.self), bytes[(newline + 1)...])
-}
-
 /// "method\ntarget\nName: value\n…\n\nbody", as the HTTP server would hand it over.
 func request(from data: Data) -> BrokerRequest {
-    var lines: [Data] = []
-    var start = data.startIndex
-    var body = Data()
-    while let newline = data[start...].firstIndex(of: 0x0A) {
-        let line = data[start..<newline]
-        start = newline + 1
-        if line.isEmpty && lines.count >= 2 {
-            body = data[start...]
-            break
-        }
-        lines.append(line)
-    }
-    if body.isEmpty && start < data.endIndex { lines.append(data[start...]) }
+    let (head, body, unterminated) = messageParts(data)
+    let lines = head + (unterminated.map { [$0] } ?? [])
     let method = lines.first.map { String(decoding: $0, as: UTF8.self) } ?? ""
     let target = lines.count > 1 ? String(decoding: lines[1], as: UTF8.self) : ""
     let headers: [(name: String, value: String)] = lines.dropFirst(2).map { line in

@@ -43,28 +43,11 @@ let berlinVerifier = try! BerlinGroupVerifier()
 /// A fixed clock, so a run is reproducible from its input alone.
 let now = Date(timeIntervalSince1970: 1_618_884_475)
 
-/// Splits the input into its mode line and the rest.
-func split(_ input: UnsafeRawBufferPointer) -> (mode: String, rest: Data) {
-    let bytes = Data(input)
-    guard let newline = bytes.firstIndex(of: 0x0A) else { return ("", bytes) }
-    return (String(decoding: bytes[..<newline], as: UTF8.self), bytes[(newline + 1)...])
-}
-
 /// Reads "method\nURL\nName: value\n…\n\nbody"; nil when the URL does not parse.
 func request(from data: Data) -> HTTPRequestParts? {
-    var lines: [Data] = []
-    var start = data.startIndex
-    var body = Data()
-    while let newline = data[start...].firstIndex(of: 0x0A) {
-        let line = data[start..<newline]
-        start = newline + 1
-        if line.isEmpty && lines.count >= 2 {
-            body = data[start...]
-            break
-        }
-        lines.append(line)
-    }
-    if body.isEmpty && start < data.endIndex && lines.count < 2 { lines.append(data[start...]) }
+    let (head, body, unterminated) = messageParts(data)
+    var lines = head
+    if let unterminated, lines.count < 2 { lines.append(unterminated) }
     guard lines.count >= 2 else { return nil }
     let method = String(decoding: lines[0], as: UTF8.self)
     guard let url = URL(string: String(decoding: lines[1], as: UTF8.self)) else { return nil }

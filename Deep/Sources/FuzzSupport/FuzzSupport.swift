@@ -40,3 +40,25 @@ public func bytes(of haystack: String, contain needle: String) -> Bool {
     }
     return false
 }
+
+/// Splits the input into its mode line (which check to run) and the rest.
+public func split(_ input: UnsafeRawBufferPointer) -> (mode: String, rest: Data) {
+    let bytes = Data(input)
+    guard let newline = bytes.firstIndex(of: 0x0A) else { return ("", bytes) }
+    return (String(decoding: bytes[..<newline], as: UTF8.self), bytes[(newline + 1)...])
+}
+
+/// Splits "method\ntarget\nName: value\n…\n\nbody" at its newlines: the head lines up to the
+/// first empty line that follows at least two, the body after it, and, when no such empty line
+/// came, the unterminated text after the last newline (nil if there is none).
+public func messageParts(_ data: Data) -> (head: [Data], body: Data, unterminated: Data?) {
+    var head: [Data] = []
+    var start = data.startIndex
+    while let newline = data[start...].firstIndex(of: 0x0A) {
+        let line = data[start..<newline]
+        start = newline + 1
+        if line.isEmpty && head.count >= 2 { return (head, data[start...], nil) }
+        head.append(line)
+    }
+    return (head, Data(), start < data.endIndex ? data[start...] : nil)
+}
